@@ -1,0 +1,383 @@
+//! Every configuration key, declared once.
+//!
+//! This table is the single definition that the loader reads values by, that
+//! `check-config` validates against, that unknown keys and `PORTCULLIS_*` variables are
+//! checked against, and that `portcullis config-reference` (and so
+//! `docs/configuration.md`) is generated from. A key that is not here does not exist.
+
+use std::time::Duration;
+
+/// The type of a key's value, with the bounds that the loader enforces and the
+/// reference documents.
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // Bool, Float and RedisUrl serve the sections still to land.
+pub(crate) enum Ty {
+    /// `true` or `false`.
+    Bool,
+    /// An integer in `min..=max`.
+    Int { min: i64, max: i64 },
+    /// A number in `min..=max`.
+    Float { min: f64, max: f64 },
+    /// A duration such as `"250ms"`, `"15m"` or `"1h30m"`, in `min..=max`.
+    Duration { min: Duration, max: Duration },
+    /// A size such as `"16KiB"` or `"1MiB"`, in `min..=max` bytes.
+    Size { min: u64, max: u64 },
+    /// A socket address such as `"127.0.0.1:8080"` or `"[::1]:8080"`.
+    Addr,
+    /// An `http://` or `https://` URL (empty: unset).
+    HttpUrl,
+    /// A `redis://` or `rediss://` URL (empty: unset).
+    RedisUrl,
+    /// A file path (empty: unset).
+    Path,
+    /// Free text.
+    Str,
+    /// One of the listed words.
+    Enum(&'static [&'static str]),
+    /// A list of strings (from the environment: comma-separated).
+    StrList,
+    /// A list of networks in CIDR notation, or single addresses.
+    CidrList,
+    /// A list of HTTP methods, or `["*"]` for all.
+    Methods,
+    /// A path glob: `*` within a segment, `**` any number of segments.
+    Glob,
+}
+
+/// One key.
+#[derive(Debug)]
+pub(crate) struct KeyDef {
+    /// Dotted key, e.g. `limits.body`; inside an array of tables, the field name.
+    pub(crate) key: &'static str,
+    pub(crate) ty: Ty,
+    /// The default, as a TOML value (`"10s"`, `100`, `[]`, `true`).
+    pub(crate) default: &'static str,
+    /// What the key means, for the reference.
+    pub(crate) doc: &'static str,
+    /// Never echo the value in messages (it may hold a password).
+    pub(crate) secret: bool,
+    /// Required: no meaningful default (arrays of tables only).
+    pub(crate) required: bool,
+}
+
+const fn key(key: &'static str, ty: Ty, default: &'static str, doc: &'static str) -> KeyDef {
+    KeyDef {
+        key,
+        ty,
+        default,
+        doc,
+        secret: false,
+        required: false,
+    }
+}
+
+#[allow(dead_code)] // for `redis.url`, whose password must never be echoed
+const fn secret(key: &'static str, ty: Ty, default: &'static str, doc: &'static str) -> KeyDef {
+    KeyDef {
+        key,
+        ty,
+        default,
+        doc,
+        secret: true,
+        required: false,
+    }
+}
+
+const fn required(key: &'static str, ty: Ty, doc: &'static str) -> KeyDef {
+    KeyDef {
+        key,
+        ty,
+        default: "\"\"",
+        doc,
+        secret: false,
+        required: true,
+    }
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+const DAY: u64 = 86_400;
+
+/// Scalar keys, in the order the reference lists them. Section headers in the
+/// reference come from the first dotted part.
+pub(crate) static KEYS: &[KeyDef] = &[
+    key(
+        "listen",
+        Ty::Addr,
+        "\"127.0.0.1:8080\"",
+        "Address of the main listener: every request here is protected, then proxied.",
+    ),
+    key(
+        "admin_listen",
+        Ty::Addr,
+        "\"127.0.0.1:9090\"",
+        "Address of the admin listener: `/livez`, `/readyz`, `/metrics`. Keep it off the public network.",
+    ),
+    key(
+        "upstream",
+        Ty::HttpUrl,
+        "\"\"",
+        "The protected service, e.g. `http://127.0.0.1:3000`; a path prefix is kept (`http://10.0.0.5/api`). Required by `serve`.",
+    ),
+    key(
+        "trusted_proxies",
+        Ty::CidrList,
+        "[]",
+        "Networks (CIDR) whose `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Request-Id` are believed. `/0` is refused.",
+    ),
+    key(
+        "instances",
+        Ty::Int {
+            min: 1,
+            max: 10_000,
+        },
+        "1",
+        "How many gateway instances share the store; local-fallback quotas are divided by this.",
+    ),
+    key(
+        "shutdown_grace",
+        Ty::Duration {
+            min: Duration::ZERO,
+            max: secs(3600),
+        },
+        "\"10s\"",
+        "On SIGTERM or SIGINT: stop accepting, then let in-flight requests finish for this long.",
+    ),
+    key(
+        "tls.cert_file",
+        Ty::Path,
+        "\"\"",
+        "PEM certificate chain of the main listener. With `tls.key_file`, the listener speaks TLS (HTTP/2 and HTTP/1.1 by ALPN).",
+    ),
+    key(
+        "tls.key_file",
+        Ty::Path,
+        "\"\"",
+        "PEM private key matching `tls.cert_file`.",
+    ),
+    key(
+        "tls.upstream_ca_file",
+        Ty::Path,
+        "\"\"",
+        "PEM file of extra CA certificates trusted for an `https://` upstream, besides the system's roots.",
+    ),
+    key(
+        "limits.body",
+        Ty::Size {
+            min: 1,
+            max: 64 * GIB,
+        },
+        "\"1MiB\"",
+        "Largest request body; 413 beyond. Enforced while streaming, with or without `Content-Length`.",
+    ),
+    key(
+        "limits.header_bytes",
+        Ty::Size { min: 1, max: MIB },
+        "\"16KiB\"",
+        "Largest total size of request header fields; 431 beyond.",
+    ),
+    key(
+        "limits.header_count",
+        Ty::Int {
+            min: 1,
+            max: 10_000,
+        },
+        "100",
+        "Most request header fields; 431 beyond.",
+    ),
+    key(
+        "limits.uri_bytes",
+        Ty::Size { min: 1, max: MIB },
+        "\"8KiB\"",
+        "Longest request target (path and query); 414 beyond.",
+    ),
+    key(
+        "limits.json_depth",
+        Ty::Int { min: 1, max: 1024 },
+        "32",
+        "Deepest nesting accepted in JSON bodies of routes that validate them.",
+    ),
+    key(
+        "limits.request_timeout",
+        Ty::Duration {
+            min: Duration::from_millis(1),
+            max: secs(DAY),
+        },
+        "\"30s\"",
+        "Bounds the whole exchange: a slow client gets 408, a slow upstream 504, a stalled response is cut off.",
+    ),
+    key(
+        "log.format",
+        Ty::Enum(&["json", "pretty"]),
+        "\"json\"",
+        "`json`: one JSON object per line. `pretty`: for a terminal.",
+    ),
+    key(
+        "log.level",
+        Ty::Str,
+        "\"info\"",
+        "`error`, `warn`, `info`, `debug` or `trace`, or a filter such as `info,portcullis=debug`. Access logs are at `info`.",
+    ),
+    key(
+        "log.file",
+        Ty::Path,
+        "\"\"",
+        "Write logs to this file (rotated) instead of standard output.",
+    ),
+    key(
+        "log.rotation",
+        Ty::Enum(&["hourly", "daily", "never"]),
+        "\"daily\"",
+        "When `log.file` rotates. Rotated files get the date (and hour) as a suffix.",
+    ),
+    key(
+        "log.retain",
+        Ty::Int {
+            min: 1,
+            max: 10_000,
+        },
+        "14",
+        "How many log files to keep, the current one included; older ones are deleted.",
+    ),
+    key(
+        "log.redact_headers",
+        Ty::StrList,
+        "[\"authorization\", \"proxy-authorization\", \"cookie\", \"set-cookie\", \"x-api-key\", \"x-csrf-token\"]",
+        "Header names whose values are logged as `[redacted]`.",
+    ),
+    key(
+        "log.redact_fields",
+        Ty::StrList,
+        "[\"password\", \"passwd\", \"secret\", \"token\", \"access_token\", \"refresh_token\", \"client_secret\", \"card_number\", \"cvv\"]",
+        "Query parameter and JSON field names whose values are logged as `[redacted]`, at any depth.",
+    ),
+];
+
+/// An array of tables (`[[routes]]`): file only.
+#[derive(Debug)]
+pub(crate) struct TableArrayDef {
+    pub(crate) key: &'static str,
+    pub(crate) doc: &'static str,
+    pub(crate) fields: &'static [KeyDef],
+}
+
+pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
+    required(
+        "path",
+        Ty::Glob,
+        "Path glob the route covers, e.g. `/admin/**` or `/api/*/items`. Matched against the normalised path, ignoring ASCII case and a trailing slash.",
+    ),
+    key(
+        "name",
+        Ty::Str,
+        "\"\"",
+        "Name in logs and metrics (letters, digits, `.`, `_`, `-`). Default: `route-N`, N its position from 0.",
+    ),
+    key(
+        "methods",
+        Ty::Methods,
+        "[\"*\"]",
+        "Methods the route covers; `[\"*\"]` for all.",
+    ),
+];
+
+pub(crate) static TABLE_ARRAYS: &[TableArrayDef] = &[TableArrayDef {
+    key: "routes",
+    doc: "Per-route rules. The first route whose `path` and `methods` match a request applies; routes apply to the gateway's own paths too. Requests matching no route get the global rules.",
+    fields: ROUTE_FIELDS,
+}];
+
+/// Variables that are not keys but are read too.
+pub(crate) const ENV_CONFIG_FILE: &str = "PORTCULLIS_CONFIG";
+
+/// The prefix of every variable the gateway reads.
+pub(crate) const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// The environment variable of a key: `PORTCULLIS_` and the key in upper case, dots and
+/// dashes as `_`.
+pub(crate) fn env_name(key: &str) -> String {
+    let mut s = String::with_capacity(ENV_PREFIX.len() + key.len());
+    s.push_str(ENV_PREFIX);
+    for c in key.chars() {
+        s.push(match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        });
+    }
+    s
+}
+
+/// Whether a key can be set from the environment.
+pub(crate) fn from_env(_def: &KeyDef) -> bool {
+    // Every scalar key (lists included, comma-separated) has a variable; arrays of tables
+    // are not in `KEYS`.
+    true
+}
+
+/// The key definition for a dotted key.
+pub(crate) fn find(defs: &'static [KeyDef], key: &str) -> Option<&'static KeyDef> {
+    defs.iter().find(|d| d.key == key)
+}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_unique_and_derived() {
+        let mut seen = std::collections::HashSet::new();
+        for d in KEYS {
+            assert!(
+                seen.insert(env_name(d.key)),
+                "duplicate env name for {}",
+                d.key
+            );
+        }
+        assert_eq!(
+            env_name("redis.breaker.failure_rate"),
+            "PORTCULLIS_REDIS_BREAKER_FAILURE_RATE"
+        );
+        assert_eq!(env_name("admin_listen"), "PORTCULLIS_ADMIN_LISTEN");
+    }
+
+    #[test]
+    fn suggestions() {
+        let keys = ["listen", "admin_listen", "upstream"];
+        assert_eq!(suggest("upstrem", keys), Some("upstream"));
+        assert_eq!(suggest("lisen", keys), Some("listen"));
+        assert_eq!(suggest("zzzzzzzz", keys), None);
+    }
+}

@@ -1,0 +1,418 @@
+//! Configuration: defaults < TOML file < `PORTCULLIS_*` environment < command-line flags.
+//!
+//! [`keys`] declares every key once; [`Config::load`] reads them through the
+//! [`load::Loader`] into narrow types, validates across keys, and returns either a
+//! complete configuration or every problem found. Nothing is bound or connected before
+//! this succeeds.
+
+mod keys;
+mod load;
+pub mod reference;
+mod value;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::uri::{Authority, Scheme, Uri};
+use portcullis::path::PathPattern;
+use portcullis_core::net::TrustedProxies;
+
+pub use load::{ConfigError, ConfigErrors, Flag, Origin, Sources};
+
+use load::Loader;
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Main listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// The protected service (required by `serve`).
+    pub upstream: Option<Upstream>,
+    /// Networks whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Instances sharing the store.
+    pub instances: NonZeroU32,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// TLS on the main listener.
+    pub tls: Option<TlsFiles>,
+    /// Extra CA certificates for an `https://` upstream.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: LogConfig,
+    /// Per-route rules, first match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Where the protected service is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Host and port.
+    pub authority: Authority,
+    /// A path prefix without a trailing slash (`""` for none).
+    pub base_path: String,
+}
+
+impl Upstream {
+    /// Parses `http://host:port/prefix`; refuses user info, queries and fragments.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let want = "expected an http:// or https:// URL such as \"http://127.0.0.1:3000\"";
+        if s.contains('@') {
+            return Err(format!(
+                "{want}, without user info: the gateway does not send credentials upstream"
+            ));
+        }
+        let uri: Uri = s.trim().parse().map_err(|_| want.to_owned())?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| want.to_owned())?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(want.into());
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| want.to_owned())?;
+        if authority.host().is_empty() {
+            return Err(want.into());
+        }
+        if uri.query().is_some() || s.contains('#') {
+            return Err(format!("{want}, without a query or fragment"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+
+    /// Whether the upstream speaks TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// Certificate and key of the main listener.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Request limits (`[limits]`).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest body.
+    pub body: u64,
+    /// Largest total header bytes.
+    pub header_bytes: u64,
+    /// Most header fields.
+    pub header_count: usize,
+    /// Longest request target.
+    pub uri_bytes: u64,
+    /// Deepest JSON nesting (routes that validate JSON).
+    pub json_depth: u32,
+    /// Bound on the whole exchange.
+    pub request_timeout: Duration,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// When the log file rotates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// Every hour.
+    Hourly,
+    /// Every day.
+    Daily,
+    /// Never.
+    Never,
+}
+
+/// Logging (`[log]`).
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// A level or filter directive, already validated.
+    pub level: String,
+    /// Log file, else standard output.
+    pub file: Option<PathBuf>,
+    /// Rotation of the log file.
+    pub rotation: Rotation,
+    /// Files kept.
+    pub retain: usize,
+    /// Header names (lower case) whose values are redacted.
+    pub redact_headers: Vec<String>,
+    /// Query and JSON field names (lower case) whose values are redacted.
+    pub redact_fields: Vec<String>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    /// Name in logs and metrics.
+    pub name: Arc<str>,
+    /// The path glob.
+    pub path: PathPattern,
+    /// Methods covered; `None` for all.
+    pub methods: Option<Vec<Method>>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Config {
+    /// Reads and validates the configuration from `sources`.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let file = sources.config_file();
+        let text = match &file {
+            Some((path, origin)) => match std::fs::read_to_string(path) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push(ConfigError {
+                        key: "config file".into(),
+                        origin: Some(origin.clone()),
+                        message: format!("cannot read {}: {e}", path.display()),
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
+        let path_str: Option<Arc<str>> = file
+            .as_ref()
+            .map(|(p, _)| Arc::from(p.display().to_string()));
+        let parsed = text.as_deref().map(toml::de::DeTable::parse_recoverable);
+        if let (Some((_, syntax)), Some(text), Some(path)) = (&parsed, &text, &path_str) {
+            for e in syntax {
+                let line = e.span().map_or(1, |s| {
+                    text.as_bytes()[..s.start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1
+                });
+                errors.push(ConfigError {
+                    key: "config file".into(),
+                    origin: Some(Origin::File {
+                        path: path.clone(),
+                        line,
+                    }),
+                    message: format!("not valid TOML: {}", e.message().trim()),
+                });
+            }
+        }
+        let file_arg = match (&parsed, &text, &path_str) {
+            (Some((table, _)), Some(text), Some(path)) => {
+                Some((table.get_ref(), text.as_str(), path.clone()))
+            }
+            _ => None,
+        };
+        let mut l = Loader::new(file_arg, &sources.env, &sources.flags);
+        let config = read(&mut l);
+        errors.append(&mut l.errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn read(l: &mut Loader<'_>) -> Config {
+    let listen = l.addr("listen");
+    let admin_listen = l.addr("admin_listen");
+    if listen == admin_listen && listen.port() != 0 {
+        l.error(
+            "admin_listen",
+            format!("must differ from listen ({listen})"),
+        );
+    }
+    let upstream_raw = l.string("upstream");
+    let upstream = if upstream_raw.trim().is_empty() {
+        None
+    } else {
+        match Upstream::parse(&upstream_raw) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                l.error("upstream", e);
+                None
+            }
+        }
+    };
+    let trusted_proxies = TrustedProxies::new(l.cidrs("trusted_proxies"));
+    let instances =
+        NonZeroU32::new(u32::try_from(l.int("instances")).unwrap_or(1)).unwrap_or(NonZeroU32::MIN);
+    let shutdown_grace = l.duration("shutdown_grace");
+
+    let cert = l.path("tls.cert_file");
+    let key = l.path("tls.key_file");
+    let tls = match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            l.error("tls.key_file", "required when tls.cert_file is set");
+            None
+        }
+        (None, Some(_)) => {
+            l.error("tls.cert_file", "required when tls.key_file is set");
+            None
+        }
+    };
+    let upstream_ca_file = l.path("tls.upstream_ca_file");
+
+    let limits = Limits {
+        body: l.size("limits.body"),
+        header_bytes: l.size("limits.header_bytes"),
+        header_count: usize::try_from(l.int("limits.header_count")).unwrap_or(100),
+        uri_bytes: l.size("limits.uri_bytes"),
+        json_depth: u32::try_from(l.int("limits.json_depth")).unwrap_or(32),
+        request_timeout: l.duration("limits.request_timeout"),
+    };
+
+    let format = match l.choice("log.format") {
+        "pretty" => LogFormat::Pretty,
+        _ => LogFormat::Json,
+    };
+    let level = l.string("log.level");
+    if !valid_log_filter(&level) {
+        l.error(
+            "log.level",
+            format!("expected error, warn, info, debug or trace, or a filter such as \"info,portcullis=debug\"; got {level:?}"),
+        );
+    }
+    let rotation = match l.choice("log.rotation") {
+        "hourly" => Rotation::Hourly,
+        "never" => Rotation::Never,
+        _ => Rotation::Daily,
+    };
+    let log = LogConfig {
+        format,
+        level,
+        file: l.path("log.file"),
+        rotation,
+        retain: usize::try_from(l.int("log.retain")).unwrap_or(14),
+        redact_headers: lower_all(l.list("log.redact_headers")),
+        redact_fields: lower_all(l.list("log.redact_fields")),
+    };
+
+    let routes = read_routes(l);
+
+    Config {
+        listen,
+        admin_listen,
+        upstream,
+        trusted_proxies,
+        instances,
+        shutdown_grace,
+        tls,
+        upstream_ca_file,
+        limits,
+        log,
+        routes,
+    }
+}
+
+/// A level, or comma-separated `target=level` directives, e.g. `info,portcullis=debug`.
+/// A bare word that is not a level would silently be taken as a target name; refuse it.
+fn valid_log_filter(filter: &str) -> bool {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let directives_ok = !filter.trim().is_empty()
+        && filter.split(',').all(|d| {
+            let level = d.rsplit_once('=').map_or(d, |(_, l)| l).trim();
+            LEVELS.contains(&level.to_ascii_lowercase().as_str())
+        });
+    directives_ok && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
+}
+
+fn lower_all(v: Vec<String>) -> Vec<String> {
+    v.into_iter().map(|s| s.to_ascii_lowercase()).collect()
+}
+
+fn read_routes(l: &mut Loader<'_>) -> Vec<RouteConfig> {
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, (mut r, _origin)) in l.table_array("routes").into_iter().enumerate() {
+        let glob = r.string("path");
+        let path = match PathPattern::parse(&glob) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                if r.is_set("path") {
+                    r.error("path", format!("{e}"));
+                }
+                None
+            }
+        };
+        let name_raw = r.string("name");
+        let name = if name_raw.is_empty() {
+            format!("route-{i}")
+        } else {
+            name_raw
+        };
+        if !valid_name(&name) {
+            r.error(
+                "name",
+                format!("expected 1 to 64 letters, digits, '.', '_' or '-'; got {name:?}"),
+            );
+        } else if name == crate::telemetry::metrics::DEFAULT_ROUTE {
+            r.error(
+                "name",
+                format!("{name:?} is reserved for requests that no route covers"),
+            );
+        } else if routes.iter().any(|x| *x.name == name) {
+            r.error("name", format!("another route is already named {name:?}"));
+        }
+        let methods_raw = r.methods("methods");
+        let methods = if methods_raw.iter().any(|m| m == "*") {
+            None
+        } else {
+            Some(
+                methods_raw
+                    .iter()
+                    .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                    .collect(),
+            )
+        };
+        l.absorb(r);
+        if let Some(path) = path {
+            routes.push(RouteConfig {
+                name: Arc::from(name),
+                path,
+                methods,
+            });
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests;

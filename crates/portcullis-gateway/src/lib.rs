@@ -1,0 +1,194 @@
+//! The Portcullis gateway: a reverse proxy that applies every protection to any upstream
+//! by configuration alone.
+//!
+//! `main.rs` is thin: it parses the command line, [`config::Config::load`]s the
+//! configuration, [`prepare`]s what must be checked before anything is bound (TLS files,
+//! CA files, the log file), installs logging and metrics, and calls [`serve`]. The order
+//! of the protections lives in [`stack`].
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::health::Health;
+use crate::proxy::Proxy;
+use crate::telemetry::metrics::Metrics;
+
+/// A configuration with everything that can fail before binding already done.
+pub struct Prepared {
+    /// The validated configuration.
+    pub config: Config,
+    tls: Option<TlsAcceptor>,
+    proxy: Proxy,
+    /// Where logs go, opened (a rotated file, or standard output).
+    pub log_output: Option<Box<dyn std::io::Write + Send>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks what the configuration points at: certificate and key files, the upstream CA
+/// file, the log file. `serve` needs an upstream; `check-config` reports its absence too.
+pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
+    let mut errors = Vec::new();
+    let tls = match &config.tls {
+        Some(files) => match server::tls_acceptor(files) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        None => None,
+    };
+    let proxy = match &config.upstream {
+        Some(u) => match Proxy::new(&config, u.clone()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        None => {
+            errors.push(ConfigError {
+                key: "upstream".into(),
+                origin: None,
+                message: "required: set `upstream` in the file, PORTCULLIS_UPSTREAM, or --upstream (e.g. http://127.0.0.1:3000)".into(),
+            });
+            None
+        }
+    };
+    let log_output = match telemetry::log::open(&config.log) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    match (proxy, errors.is_empty()) {
+        (Some(proxy), true) => Ok(Prepared {
+            config,
+            tls,
+            proxy,
+            log_output,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// How often histogram samples are folded into buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Binds both listeners and serves until `shutdown` completes, then drains: `/readyz`
+/// answers 503 at once, the main listener stops accepting, in-flight requests get
+/// `shutdown_grace` to finish, and the admin listener stops last.
+pub async fn serve(
+    prepared: Prepared,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConfigError> {
+    let Prepared {
+        config, tls, proxy, ..
+    } = prepared;
+    let main_listener = server::bind("listen", config.listen)?;
+    let admin_listener = server::bind("admin_listen", config.admin_listen)?;
+    let listen = main_listener.local_addr().map_err(|e| ConfigError {
+        key: "listen".into(),
+        origin: None,
+        message: e.to_string(),
+    })?;
+    let admin_listen = admin_listener.local_addr().map_err(|e| ConfigError {
+        key: "admin_listen".into(),
+        origin: None,
+        message: e.to_string(),
+    })?;
+
+    let health = Arc::new(Health::new());
+    let gateway = stack::Gateway::new(&config, proxy);
+    tracing::info!(
+        listen = %listen,
+        admin_listen = %admin_listen,
+        upstream = %config.upstream.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+        tls = tls.is_some(),
+        "listening"
+    );
+
+    let (stop_admin_tx, mut stop_admin_rx) = watch::channel(false);
+    let admin_router = admin::router(admin::AdminState {
+        health: health.clone(),
+        metrics: metrics.clone(),
+    });
+    let admin_task = tokio::spawn(async move {
+        let _ = axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(async move {
+                let _ = stop_admin_rx.changed().await;
+            })
+            .await;
+    });
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            tick.tick().await;
+            metrics.upkeep();
+        }
+    });
+
+    let (stop_main_tx, stop_main_rx) = watch::channel(false);
+    let main_task = tokio::spawn(server::serve_main(
+        gateway,
+        main_listener,
+        tls,
+        config.limits.clone(),
+        stop_main_rx,
+        config.shutdown_grace,
+    ));
+
+    shutdown.await;
+    tracing::info!("shutdown requested; draining");
+    health.set_draining();
+    let _ = stop_main_tx.send(true);
+    let _ = main_task.await;
+    let _ = stop_admin_tx.send(true);
+    let _ = admin_task.await;
+    upkeep.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

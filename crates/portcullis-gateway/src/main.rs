@@ -1,0 +1,200 @@
+//! The `portcullis` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use portcullis_gateway::config::{Config, ConfigErrors, Flag, Sources, Upstream};
+use portcullis_gateway::telemetry::{log, metrics::Metrics};
+use portcullis_gateway::{demo, prepare, serve, shutdown_signal};
+
+/// Exit code for invalid configuration or arguments.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for failures after the configuration was accepted (e.g. a port in use).
+const EXIT_RUNTIME: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An API protection gateway: rate limits, auth, CSRF, validation and logging in front of any HTTP upstream."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway in front of a built-in echo upstream and print a walkthrough.
+    Demo(DemoArgs),
+    /// Run the gateway in front of an upstream.
+    Serve(ServeArgs),
+    /// Validate the configuration: exit 0 with a summary, or exit 2 with every problem.
+    CheckConfig(ServeArgs),
+    /// Print every configuration option (key, environment variable, type, default, meaning) as Markdown.
+    ConfigReference,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Address of the main listener [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Address of the admin listener [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// TOML configuration file (else PORTCULLIS_CONFIG, else defaults and environment only).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The protected service, e.g. http://127.0.0.1:3000.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Address of the main listener.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Address of the admin listener.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+}
+
+fn flags(pairs: [(&'static str, &'static str, Option<String>); 3]) -> Vec<Flag> {
+    pairs
+        .into_iter()
+        .filter_map(|(key, flag, v)| v.map(|value| Flag { key, flag, value }))
+        .collect()
+}
+
+impl ServeArgs {
+    fn sources(self) -> Sources {
+        let flags = flags([
+            ("upstream", "--upstream", self.upstream),
+            ("listen", "--listen", self.listen),
+            ("admin_listen", "--admin-listen", self.admin_listen),
+        ]);
+        Sources::from_process(self.config, flags)
+    }
+}
+
+fn report(errors: &ConfigErrors) -> ExitCode {
+    eprint!("portcullis: {errors}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portcullis")
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ConfigReference => {
+            print!("{}", portcullis_gateway::config::reference::markdown());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig(args) => check_config(args.sources()),
+        Command::Serve(args) => run(args.sources(), false),
+        Command::Demo(args) => {
+            let f = flags([
+                ("listen", "--listen", args.listen),
+                ("admin_listen", "--admin-listen", args.admin_listen),
+                ("upstream", "--upstream", None),
+            ]);
+            run(Sources::from_process(None, f), true)
+        }
+    }
+}
+
+fn check_config(sources: Sources) -> ExitCode {
+    let config = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    let prepared = match prepare(config) {
+        Ok(p) => p,
+        Err(e) => return report(&e),
+    };
+    let c = &prepared.config;
+    println!("configuration OK");
+    println!(
+        "  listen        {} ({})",
+        c.listen,
+        if c.tls.is_some() {
+            "TLS, HTTP/2 and HTTP/1.1"
+        } else {
+            "HTTP/1.1"
+        }
+    );
+    println!("  admin_listen  {}", c.admin_listen);
+    if let Some(u) = &c.upstream {
+        println!("  upstream      {u}");
+    }
+    println!("  routes        {}", c.routes.len());
+    for r in &c.routes {
+        let methods = r.methods.as_ref().map_or_else(
+            || "*".to_owned(),
+            |m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+        );
+        println!("    - {} {} [{}]", r.name, r.path.as_str(), methods);
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(sources: Sources, demo_mode: bool) -> ExitCode {
+    let rt = runtime();
+    rt.block_on(async move {
+        let mut config = match Config::load(&sources) {
+            Ok(c) => c,
+            Err(e) => return report(&e),
+        };
+        let echo = if demo_mode {
+            match demo::start_echo().await {
+                Ok(addr) => {
+                    config.upstream = Upstream::parse(&format!("http://{addr}")).ok();
+                    Some(addr)
+                }
+                Err(e) => {
+                    eprintln!("portcullis: cannot start the demo upstream: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            }
+        } else {
+            None
+        };
+        let mut prepared = match prepare(config) {
+            Ok(p) => p,
+            Err(e) => return report(&e),
+        };
+        let output = prepared
+            .log_output
+            .take()
+            .unwrap_or_else(|| Box::new(std::io::stdout()));
+        let guard = log::install(&prepared.config.log, output);
+        let metrics = Metrics::install();
+        if let Some(echo) = echo {
+            println!(
+                "{}",
+                demo::walkthrough(prepared.config.listen, prepared.config.admin_listen, echo)
+            );
+        }
+        let code = match serve(prepared, metrics, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(key = %e.key, error = %e.message, "cannot start");
+                eprintln!("portcullis: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        };
+        // Flushes every buffered line before the process exits.
+        drop(guard);
+        code
+    })
+}

@@ -1,0 +1,430 @@
+//! The upstream side: a pooled keep-alive client, and the header rules of a reverse proxy.
+//!
+//! - hop-by-hop headers (and any named in `Connection`) are removed both ways;
+//! - from a peer that is not a trusted proxy, `Forwarded`, `X-Real-IP` and every
+//!   `X-Forwarded-*` header are removed and replaced by the gateway's own values, never
+//!   appended to; from a trusted proxy, `X-Forwarded-For` is appended to;
+//! - identity headers (`X-Auth-Subject`, `X-Auth-Roles`, in any spelling, `_` forms
+//!   included) sent by a client never reach the upstream;
+//! - the upstream sees the normalised path, over HTTP/1.1, with `Host` set to its own
+//!   authority;
+//! - `limits.request_timeout` bounds the exchange; a request that is not idempotent is
+//!   never retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use portcullis::client::ClientInfo;
+use portcullis::path::NormalizedPath;
+use portcullis::{Problem, ProblemKind};
+use tokio::time::Instant;
+
+use crate::body::{Body, BodyTooLarge, DeadlineBody, LimitedBody, caused_by};
+use crate::config::{Config, ConfigError, Origin, Upstream};
+
+/// How long an idle pooled connection to the upstream is kept.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
+/// Idle connections kept per upstream host: enough for a busy gateway's concurrency.
+const POOL_MAX_IDLE: usize = 1024;
+/// Bound on establishing an upstream connection, within the request's own deadline.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// non-standard ones that clients and proxies still send.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Identity headers only the gateway may set.
+const IDENTITY_HEADERS: &[&str] = &["x-auth-subject", "x-auth-roles"];
+
+/// The upstream and a pooled client to it.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    upstream: Arc<Upstream>,
+}
+
+/// Builds the TLS client configuration: the system's roots plus `tls.upstream_ca_file`.
+fn client_tls(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &cfg.upstream_ca_file {
+        let err = |message: String| ConfigError {
+            key: "tls.upstream_ca_file".into(),
+            origin: Some(Origin::Default),
+            message,
+        };
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                err(format!(
+                    "{} is not a PEM certificate file: {e}",
+                    path.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(err(format!("{} holds no certificate", path.display())));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| err(format!("{}: unusable certificate: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError {
+            key: "tls".into(),
+            origin: None,
+            message: format!("TLS setup failed: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+impl Proxy {
+    /// A client for `upstream`; fails only on a bad CA file.
+    pub fn new(cfg: &Config, upstream: Upstream) -> Result<Self, ConfigError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT.min(cfg.limits.request_timeout)));
+        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+        let tls = if upstream.is_https() {
+            client_tls(cfg)?
+        } else {
+            // Never used for http:// upstreams, but the connector type is the same.
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("default protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self {
+            client,
+            upstream: Arc::new(upstream),
+        })
+    }
+
+    /// The upstream this proxy sends to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    fn target(&self, path: &NormalizedPath, query: Option<&str>) -> Option<Uri> {
+        let base = &self.upstream.base_path;
+        let mut pq = String::with_capacity(
+            base.len() + path.as_str().len() + query.map_or(0, |q| q.len() + 1),
+        );
+        pq.push_str(base);
+        pq.push_str(path.as_str());
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.upstream.scheme.clone())
+            .authority(self.upstream.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq).ok()?)
+            .build()
+            .ok()
+    }
+
+    /// Sends `req` upstream and returns the response, streaming both bodies; refusals and
+    /// failures come back as the problem to answer with.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        path: &NormalizedPath,
+        client: &ClientInfo,
+        body_limit: u64,
+        deadline: Instant,
+    ) -> Result<Response<Body>, Problem> {
+        let (mut parts, incoming) = req.into_parts();
+        let Some(uri) = self.target(path, parts.uri.query()) else {
+            return Err(Problem::new(ProblemKind::BadRequest)
+                .detail("the request target cannot be forwarded"));
+        };
+        let host = forwarded_host(&parts.headers, &parts.uri);
+        strip_hop_by_hop(&mut parts.headers);
+        set_forwarding_headers(&mut parts.headers, client, host);
+        parts.headers.remove(header::HOST);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+
+        let finished = Arc::new(AtomicBool::new(false));
+        let body = LimitedBody::new(incoming, body_limit, finished.clone()).boxed_unsync();
+        let upstream_req = Request::from_parts(parts, body);
+
+        let res = match tokio::time::timeout_at(deadline, self.client.request(upstream_req)).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => return Err(upstream_error(&e)),
+            Err(_elapsed) if !finished.load(Ordering::Acquire) => {
+                return Err(Problem::new(ProblemKind::RequestTimeout)
+                    .detail("the request was not received in time")
+                    .close_connection());
+            }
+            Err(_elapsed) => {
+                return Err(Problem::new(ProblemKind::UpstreamTimeout)
+                    .detail("the upstream did not answer in time"));
+            }
+        };
+        let (mut parts, body) = res.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = DeadlineBody::new(body, deadline).boxed_unsync();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+fn upstream_error(e: &hyper_util::client::legacy::Error) -> Problem {
+    if caused_by::<BodyTooLarge>(e) {
+        return Problem::new(ProblemKind::PayloadTooLarge)
+            .detail("the request body is larger than the limit")
+            .close_connection();
+    }
+    if e.is_connect() {
+        tracing::warn!(error = %DisplayChain(e), "upstream connection failed");
+        return Problem::new(ProblemKind::UpstreamUnavailable)
+            .detail("the upstream could not be reached");
+    }
+    tracing::warn!(error = %DisplayChain(e), "upstream request failed");
+    Problem::new(ProblemKind::UpstreamUnavailable).detail("the upstream failed to answer")
+}
+
+/// An error with its sources, for logs only.
+struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// The host the client asked for: its `Host` header, or the authority of an
+/// absolute-form or HTTP/2 request.
+fn forwarded_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// Removes hop-by-hop headers, and those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn is_identity_header(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.len() < 6
+        || !(b[..6].eq_ignore_ascii_case(b"x-auth") || b[..6].eq_ignore_ascii_case(b"x_auth"))
+    {
+        return false;
+    }
+    let normal: String = name
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    IDENTITY_HEADERS.contains(&normal.as_str())
+}
+
+fn is_forwarding_header(name: &str) -> bool {
+    let n = name.replace('_', "-");
+    n == "forwarded" || n == "x-real-ip" || n.starts_with("x-forwarded-")
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`, replacing what an untrusted peer sent,
+/// and removes identity headers a client may have forged.
+pub fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    host: Option<HeaderValue>,
+) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            is_identity_header(n.as_str())
+                || (!client.peer_trusted && is_forwarding_header(n.as_str()))
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    let peer = portcullis_core::net::canonical_ip(client.peer.ip()).to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if client.peer_trusted && !prior.trim().is_empty() => {
+            format!("{prior}, {peer}")
+        }
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(client.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if client.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(client.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST.clone(), h);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn info(trusted: bool) -> ClientInfo {
+        let peer: SocketAddr = "10.0.0.1:5555".parse().unwrap();
+        ClientInfo {
+            peer,
+            ip: peer.ip(),
+            peer_trusted: trusted,
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        h.insert("x-forwarded-port", HeaderValue::from_static("1"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-auth-subject", HeaderValue::from_static("admin"));
+        h.insert("x_auth_roles", HeaderValue::from_static("admin"));
+        h.insert("X-AUTH-ROLES", HeaderValue::from_static("admin"));
+        set_forwarding_headers(
+            &mut h,
+            &info(false),
+            Some(HeaderValue::from_static("api.example")),
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+        for gone in [
+            "x-forwarded-port",
+            "x_forwarded_for",
+            "forwarded",
+            "x-real-ip",
+            "x-auth-subject",
+            "x_auth_roles",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+    }
+
+    #[test]
+    fn trusted_forwarding_headers_are_appended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-auth-subject", HeaderValue::from_static("admin"));
+        set_forwarding_headers(
+            &mut h,
+            &info(true),
+            Some(HeaderValue::from_static("api.example")),
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(
+            !h.contains_key("x-auth-subject"),
+            "identity headers are never trusted"
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The route table: the first `[[routes]]` entry whose path and methods match applies.
+
+use std::sync::Arc;
+
+use http::Method;
+use portcullis::path::PathPattern;
+
+use crate::config::RouteConfig;
+use crate::telemetry::metrics::{DEFAULT_ROUTE, RouteMetrics};
+
+/// A configured route, ready to match.
+#[derive(Debug)]
+pub struct Route {
+    /// Its name in logs and metrics.
+    pub name: Arc<str>,
+    pattern: Option<PathPattern>,
+    methods: Option<Vec<Method>>,
+    /// Its metric handles.
+    pub metrics: RouteMetrics,
+}
+
+impl Route {
+    fn matches(&self, method: &Method, key: &str) -> bool {
+        let method_ok = self.methods.as_ref().is_none_or(|ms| ms.contains(method));
+        method_ok && self.pattern.as_ref().is_some_and(|p| p.matches(key))
+    }
+}
+
+/// All routes, plus the default for requests no route covers.
+#[derive(Debug)]
+pub struct Routes {
+    routes: Vec<Route>,
+    default: Route,
+}
+
+impl Routes {
+    /// Compiles the configured routes.
+    pub fn new(cfgs: &[RouteConfig]) -> Self {
+        let routes = cfgs
+            .iter()
+            .map(|c| Route {
+                name: c.name.clone(),
+                pattern: Some(c.path.clone()),
+                methods: c.methods.clone(),
+                metrics: RouteMetrics::new(c.name.clone()),
+            })
+            .collect();
+        let name: Arc<str> = Arc::from(DEFAULT_ROUTE);
+        Self {
+            routes,
+            default: Route {
+                name: name.clone(),
+                pattern: None,
+                methods: None,
+                metrics: RouteMetrics::new(name),
+            },
+        }
+    }
+
+    /// The route for a request with this method and normalised path match key.
+    pub fn find(&self, method: &Method, key: &str) -> &Route {
+        self.routes
+            .iter()
+            .find(|r| r.matches(method, key))
+            .unwrap_or(&self.default)
+    }
+
+    /// The route of requests refused before routing.
+    pub fn unrouted(&self) -> &Route {
+        &self.default
+    }
+}

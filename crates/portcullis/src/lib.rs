@@ -1,0 +1,26 @@
+//! Portcullis protections as Tower layers.
+//!
+//! The gateway binary (`portcullis-gateway`) assembles these into one stack in front of
+//! any upstream; a Rust service can use the same pieces directly:
+//!
+//! | module | what it does |
+//! | --- | --- |
+//! | [`request_id`] | an `X-Request-Id` on every request and response |
+//! | [`path`] | the normalised path that routes match, refusing spellings that could dodge them |
+//! | [`problem`] | RFC 9457 `application/problem+json` refusals with stable types |
+//!
+//! Refusals are responses, never `Service` errors: each carries a [`problem::Rejection`]
+//! in its extensions so that logs and metrics can say why without parsing bodies.
+
+pub mod body;
+pub mod client;
+pub mod path;
+pub mod problem;
+pub mod request_id;
+
+pub use body::RejectionBody;
+pub use problem::{Problem, ProblemKind, Rejection};
+pub use request_id::{RequestId, RequestIdLayer};
+
+/// The error type of boxed bodies and services.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

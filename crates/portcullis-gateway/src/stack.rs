@@ -42,6 +42,7 @@ pub struct Gateway {
     limits: Limits,
     routes: Routes,
     proxy: Proxy,
+    redact_headers: Vec<String>,
 }
 
 /// Where a request came in.
@@ -61,6 +62,7 @@ impl Gateway {
             limits: cfg.limits.clone(),
             routes: Routes::new(&cfg.routes),
             proxy,
+            redact_headers: cfg.log.redact_headers.clone(),
         })
     }
 
@@ -76,6 +78,14 @@ impl Gateway {
         req.extensions_mut().insert(id.clone());
         let method = req.method().clone();
         let uri = req.uri().clone();
+        if tracing::enabled!(target: "portcullis::access", tracing::Level::DEBUG) {
+            tracing::debug!(
+                target: "portcullis::access",
+                request_id = id.as_str(),
+                headers = %self.redacted_headers(req.headers()),
+                "request headers"
+            );
+        }
 
         let (mut res, route) = self.protect(req, &client, &id, started).await;
 
@@ -109,6 +119,28 @@ impl Gateway {
             ),
         }
         res
+    }
+
+    /// The request's headers as a JSON object, values of `log.redact_headers` replaced.
+    fn redacted_headers(&self, headers: &http::HeaderMap) -> String {
+        let mut obj = serde_json::Map::new();
+        for (name, value) in headers {
+            let shown = if self.redact_headers.iter().any(|r| r == name.as_str()) {
+                crate::telemetry::json::REDACTED.to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            match obj.get_mut(name.as_str()) {
+                Some(serde_json::Value::String(prev)) => {
+                    prev.push_str(", ");
+                    prev.push_str(&shown);
+                }
+                _ => {
+                    obj.insert(name.as_str().to_owned(), serde_json::Value::String(shown));
+                }
+            }
+        }
+        serde_json::Value::Object(obj).to_string()
     }
 
     async fn protect(

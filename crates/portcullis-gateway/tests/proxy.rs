@@ -590,3 +590,26 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
             .any(|v| v["path"] == "/slow" && v["status"] == 200)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_redact_secret_headers_and_escape_controls() {
+    let up = Upstream::start();
+    let gw = gateway(&up.url(), &[("PORTCULLIS_LOG_LEVEL", "debug")]);
+    let raw = b"GET /logged?password=canary-query HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer canary-token\r\nCookie: sid=canary-cookie\r\nX-Api-Key: canary-key\r\nX-Test: a\xc2\x85b\xe2\x80\xa8cd\r\nConnection: close\r\n\r\n";
+    let r = raw_exchange(gw.listen, raw, Duration::from_secs(3)).await;
+    assert_eq!(r.status(), Some(200), "{}", r.text());
+    let line = gw
+        .wait_for_line(Duration::from_secs(5), |v| v["msg"] == "request headers")
+        .expect("a debug line with the headers");
+    let headers: Value = serde_json::from_str(line["headers"].as_str().unwrap()).unwrap();
+    assert_eq!(headers["authorization"], "[redacted]");
+    assert_eq!(headers["cookie"], "[redacted]");
+    assert_eq!(headers["x-api-key"], "[redacted]");
+    assert_eq!(headers["x-test"], "a\u{85}b\u{2028}cd");
+    std::thread::sleep(Duration::from_millis(200));
+    for raw_line in gw.stdout_lines() {
+        assert!(!raw_line.contains("canary"), "a secret reached the log: {raw_line}");
+        assert!(!raw_line.contains('\u{2028}') && !raw_line.contains('\u{85}') && !raw_line.contains('\u{7f}'), "unescaped control in {raw_line}");
+        serde_json::from_str::<Value>(&raw_line).expect("every log line is JSON");
+    }
+}

@@ -85,8 +85,17 @@ fn report(errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// One worker per CPU the process may run on. On a single CPU (pinned, or a one-core
+/// container) the current-thread scheduler does the same work without the cross-thread
+/// bookkeeping of the work-stealing one.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .thread_name("portcullis")
         .build()

@@ -42,23 +42,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
-/// non-standard ones that clients and proxies still send.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Identity headers only the gateway may set.
-const IDENTITY_HEADERS: &[&str] = &["x-auth-subject", "x-auth-roles"];
-
 /// The upstream and a pooled client to it.
 #[derive(Clone, Debug)]
 pub struct Proxy {
@@ -179,6 +162,7 @@ impl Proxy {
         req: Request<Incoming>,
         path: &NormalizedPath,
         client: &ClientInfo,
+        peer: &HeaderValue,
         body_limit: u64,
         deadline: Instant,
     ) -> Result<Response<Body>, Problem> {
@@ -189,7 +173,7 @@ impl Proxy {
         };
         let host = forwarded_host(&parts.headers, &parts.uri);
         strip_hop_by_hop(&mut parts.headers);
-        set_forwarding_headers(&mut parts.headers, client, host);
+        set_forwarding_headers(&mut parts.headers, client, peer, host);
         parts.headers.remove(header::HOST);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -257,76 +241,127 @@ fn forwarded_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
     })
 }
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// non-standard ones that clients and proxies still send.
+fn hop_by_hop_names() -> [&'static HeaderName; 9] {
+    [
+        &header::CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ]
+}
+
 /// Removes hop-by-hop headers, and those the `Connection` header names.
+///
+/// One pass over the names finds which are present (standard names compare as enum tags,
+/// without hashing); only those are removed, and `Connection` is parsed only when it
+/// lists something other than `close` or `keep-alive`. Requests usually have none of
+/// these, responses usually just `Connection: keep-alive`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let names = hop_by_hop_names();
+    let mut present = 0u16;
+    for key in headers.keys() {
+        for (i, n) in names.iter().enumerate() {
+            if key == *n {
+                present |= 1 << i;
+            }
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("keep-alive")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, n) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*n);
+        }
     }
 }
 
+/// Whether the bytes of a header name equal `want` (lower case, `-`), reading `_` as `-`.
+fn name_eq(name: &[u8], want: &[u8]) -> bool {
+    name.len() >= want.len()
+        && want
+            .iter()
+            .zip(name)
+            .all(|(w, c)| *w == c.to_ascii_lowercase() || (*w == b'-' && *c == b'_'))
+}
+
+/// `X-Auth-Subject` or `X-Auth-Roles`, in any case, with `-` or `_`.
 fn is_identity_header(name: &str) -> bool {
     let b = name.as_bytes();
-    if b.len() < 6
-        || !(b[..6].eq_ignore_ascii_case(b"x-auth") || b[..6].eq_ignore_ascii_case(b"x_auth"))
-    {
-        return false;
-    }
-    let normal: String = name
-        .chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
-    IDENTITY_HEADERS.contains(&normal.as_str())
+    (b.len() == 14 && name_eq(b, b"x-auth-subject"))
+        || (b.len() == 12 && name_eq(b, b"x-auth-roles"))
 }
 
+/// `Forwarded`, `X-Real-IP` or `X-Forwarded-*`, with `-` or `_`.
 fn is_forwarding_header(name: &str) -> bool {
-    let n = name.replace('_', "-");
-    n == "forwarded" || n == "x-real-ip" || n.starts_with("x-forwarded-")
+    let b = name.as_bytes();
+    (b.len() == 9 && (name_eq(b, b"forwarded") || name_eq(b, b"x-real-ip")))
+        || (b.len() > 12 && name_eq(b, b"x-forwarded-"))
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`, replacing what an untrusted peer sent,
-/// and removes identity headers a client may have forged.
+/// and removes identity headers a client may have forged. `peer` is the connected peer's
+/// address as a header value.
 pub fn set_forwarding_headers(
     headers: &mut HeaderMap,
     client: &ClientInfo,
+    peer: &HeaderValue,
     host: Option<HeaderValue>,
 ) {
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| {
-            is_identity_header(n.as_str())
-                || (!client.peer_trusted && is_forwarding_header(n.as_str()))
-        })
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
-    let peer = portcullis_core::net::canonical_ip(client.peer.ip()).to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if client.peer_trusted && !prior.trim().is_empty() => {
-            format!("{prior}, {peer}")
-        }
-        _ => peer,
+    let forged = |n: &HeaderName| {
+        let s = n.as_str();
+        is_identity_header(s) || (!client.peer_trusted && is_forwarding_header(s))
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    if headers.keys().any(forged) {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| forged(n)).cloned().collect();
+        for name in names {
+            headers.remove(name);
+        }
     }
+    let appended = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) if client.peer_trusted && !prior.as_bytes().trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + peer.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => None,
+    };
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        appended.unwrap_or_else(|| peer.clone()),
+    );
     if !(client.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if client.tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -392,6 +427,7 @@ mod tests {
         set_forwarding_headers(
             &mut h,
             &info(false),
+            &HeaderValue::from_static("10.0.0.1"),
             Some(HeaderValue::from_static("api.example")),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
@@ -418,6 +454,7 @@ mod tests {
         set_forwarding_headers(
             &mut h,
             &info(true),
+            &HeaderValue::from_static("10.0.0.1"),
             Some(HeaderValue::from_static("api.example")),
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.1");

@@ -155,10 +155,11 @@ pub async fn serve_main(
         let gateway = gateway.clone();
         match &tls {
             None => {
-                let conn_info = Conn { peer, tls: false };
+                let conn_info = Arc::new(Conn::new(peer, false));
                 let svc = service_fn(move |req| {
                     let gateway = gateway.clone();
-                    async move { Ok::<_, Infallible>(gateway.handle(req, conn_info).await) }
+                    let conn_info = conn_info.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(req, &conn_info).await) }
                 });
                 let conn = h1.serve_connection(TokioIo::new(stream), svc);
                 tokio::spawn(async move {
@@ -207,10 +208,11 @@ async fn serve_tls(
                 return;
             }
         };
-    let conn_info = Conn { peer, tls: true };
+    let conn_info = Arc::new(Conn::new(peer, true));
     let svc = service_fn(move |req| {
         let gateway = gateway.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(req, conn_info).await) }
+        let conn_info = conn_info.clone();
+        async move { Ok::<_, Infallible>(gateway.handle(req, &conn_info).await) }
     });
     let conn = auto.serve_connection(TokioIo::new(tls_stream), svc);
     if let Err(e) = watcher.watch(conn).await {

@@ -45,13 +45,27 @@ pub struct Gateway {
     redact_headers: Vec<String>,
 }
 
-/// Where a request came in.
-#[derive(Clone, Copy, Debug)]
+/// Where a request came in: made once per connection.
+#[derive(Clone, Debug)]
 pub struct Conn {
     /// The connected peer.
     pub peer: SocketAddr,
     /// Whether the listener speaks TLS.
     pub tls: bool,
+    /// The peer's address as a header value, for `X-Forwarded-For`.
+    pub peer_header: HeaderValue,
+}
+
+impl Conn {
+    /// A connection from `peer`.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let ip = portcullis_core::net::canonical_ip(peer.ip()).to_string();
+        Self {
+            peer,
+            tls,
+            peer_header: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+        }
+    }
 }
 
 impl Gateway {
@@ -67,15 +81,15 @@ impl Gateway {
     }
 
     /// Answers one request.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         let started = Instant::now();
         // 1. The client and the request id.
+        // Passed along as values, not request extensions: extensions cost allocations on
+        // every request, and nothing behind the gateway reads them.
         let client = ClientInfo::resolve(conn.peer, conn.tls, req.headers(), &self.trusted);
-        req.extensions_mut().insert(client);
-        let id = request_id::choose(&req);
+        let id = request_id::choose_from(req.headers(), client.peer_trusted);
         req.headers_mut()
             .insert(X_REQUEST_ID, id.header_value().clone());
-        req.extensions_mut().insert(id.clone());
         let method = req.method().clone();
         let uri = req.uri().clone();
         if tracing::enabled!(target: "portcullis::access", tracing::Level::DEBUG) {
@@ -87,7 +101,7 @@ impl Gateway {
             );
         }
 
-        let (mut res, route) = self.protect(req, &client, &id, started).await;
+        let (mut res, route) = self.protect(req, &client, conn, &id, started).await;
 
         res.headers_mut()
             .insert(X_REQUEST_ID, id.header_value().clone());
@@ -147,6 +161,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         client: &ClientInfo,
+        conn: &Conn,
         id: &RequestId,
         started: Instant,
     ) -> (Response<Body>, &Route) {
@@ -228,7 +243,7 @@ impl Gateway {
         let deadline = started + self.limits.request_timeout;
         match self
             .proxy
-            .forward(req, &path, client, body_limit, deadline)
+            .forward(req, &path, client, &conn.peer_header, body_limit, deadline)
             .await
         {
             Ok(res) => (res, route),

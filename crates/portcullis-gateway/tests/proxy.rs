@@ -608,8 +608,16 @@ async fn logs_redact_secret_headers_and_escape_controls() {
     assert_eq!(headers["x-test"], "a\u{85}b\u{2028}cd");
     std::thread::sleep(Duration::from_millis(200));
     for raw_line in gw.stdout_lines() {
-        assert!(!raw_line.contains("canary"), "a secret reached the log: {raw_line}");
-        assert!(!raw_line.contains('\u{2028}') && !raw_line.contains('\u{85}') && !raw_line.contains('\u{7f}'), "unescaped control in {raw_line}");
+        assert!(
+            !raw_line.contains("canary"),
+            "a secret reached the log: {raw_line}"
+        );
+        assert!(
+            !raw_line.contains('\u{2028}')
+                && !raw_line.contains('\u{85}')
+                && !raw_line.contains('\u{7f}'),
+            "unescaped control in {raw_line}"
+        );
         serde_json::from_str::<Value>(&raw_line).expect("every log line is JSON");
     }
 }

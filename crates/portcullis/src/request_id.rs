@@ -46,9 +46,20 @@ pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// A new UUIDv7 id (time-ordered, so ids sort by arrival).
+    ///
+    /// The random part comes from a per-thread generator seeded once from the operating
+    /// system: a request id must be unique, not secret, and asking the kernel for entropy
+    /// on every request would cost a system call each time.
     pub fn generate() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let bits = fast_random();
+        let mut random = [0u8; 10];
+        random.copy_from_slice(&bits.to_le_bytes()[..10]);
+        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        let s = id.hyphenated().encode_lower(&mut buf);
         Self(HeaderValue::from_str(s).expect("a UUID is a valid header value"))
     }
 
@@ -90,6 +101,40 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// 128 random bits from a per-thread xorshift generator, seeded from std's per-thread
+/// random keys (which come from the operating system).
+fn fast_random() -> u128 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<(u64, u64)> = Cell::new({
+            let s = std::collections::hash_map::RandomState::new();
+            let mut a = s.build_hasher();
+            a.write_u64(1);
+            let mut b = s.build_hasher();
+            b.write_u64(2);
+            (a.finish() | 1, b.finish() | 1)
+        });
+    }
+    STATE.with(|st| {
+        // xorshift128+
+        let (mut s1, s0) = st.get();
+        let a = s1;
+        s1 ^= s1 << 23;
+        s1 ^= s1 >> 17;
+        s1 ^= s0 ^ (s0 >> 26);
+        st.set((s0, s1));
+        let hi = u128::from(a.wrapping_add(s0));
+        let (mut t1, t0) = st.get();
+        let b = t1;
+        t1 ^= t1 << 23;
+        t1 ^= t1 >> 17;
+        t1 ^= t0 ^ (t0 >> 26);
+        st.set((t0, t1));
+        (hi << 64) | u128::from(b.wrapping_add(t0))
+    })
+}
+
 /// Gives every request a [`RequestId`]: in the extensions, on the request's
 /// `X-Request-Id` header (for the upstream) and on the response.
 #[derive(Clone, Copy, Debug, Default)]
@@ -119,14 +164,21 @@ pub struct SetRequestId<S> {
     inner: S,
 }
 
-/// The id for `req`: a trusted proxy's valid id, else a new one.
+/// The id for `req`: a trusted proxy's valid id, else a new one. Trust comes from the
+/// request's [`ClientInfo`] extension.
 pub fn choose<B>(req: &Request<B>) -> RequestId {
     let trusted = req
         .extensions()
         .get::<ClientInfo>()
         .is_some_and(|c| c.peer_trusted);
-    if trusted {
-        let mut values = req.headers().get_all(X_REQUEST_ID).iter();
+    choose_from(req.headers(), trusted)
+}
+
+/// The id for a request with these headers: when `peer_trusted`, a single valid
+/// `X-Request-Id` is kept; otherwise a new id.
+pub fn choose_from(headers: &http::HeaderMap, peer_trusted: bool) -> RequestId {
+    if peer_trusted {
+        let mut values = headers.get_all(X_REQUEST_ID).iter();
         if let (Some(v), None) = (values.next(), values.next())
             && let Some(id) = RequestId::parse(v)
         {
@@ -274,6 +326,10 @@ mod tests {
         let a = RequestId::generate();
         let b = RequestId::generate();
         assert_ne!(a, b);
+        let many: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| RequestId::generate().as_str().to_owned())
+            .collect();
+        assert_eq!(many.len(), 10_000);
         let u = uuid::Uuid::parse_str(a.as_str()).unwrap();
         assert_eq!(u.get_version_num(), 7);
     }

@@ -1,16 +1,24 @@
 //! Decisions and shared state for Portcullis, with no HTTP in sight.
 //!
-//! This crate holds what the protections decide and remember: the [`Clock`] every
-//! time-based decision reads, the [`net`] rules for finding the client behind proxies,
-//! and [`Secret`] for values that must never reach a log. The HTTP face lives in the
-//! `portcullis` crate; the gateway binary in `portcullis-gateway`.
+//! This crate holds what the protections decide and remember:
 //!
-//! Everything here is plain logic over plain types, so it is tested without sockets,
-//! and on a [`ManualClock`] where time matters.
+//! - the [`Clock`] every time-based decision reads ([`ManualClock`] in tests);
+//! - [`net`]: the client behind trusted proxies;
+//! - [`ratelimit`]: quota arithmetic (GCRA) as pure functions;
+//! - [`store`]: the in-memory and Redis backends with one semantics, and the routing
+//!   between them by fail mode;
+//! - [`breaker`]: the circuit breaker in front of Redis;
+//! - [`Secret`] for values that must never reach a log.
+//!
+//! Everything here is plain logic over plain types, tested without sockets (Redis
+//! excepted), on a [`ManualClock`] where time matters.
 
+pub mod breaker;
 pub mod clock;
 pub mod net;
+pub mod ratelimit;
 pub mod secret;
+pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use secret::Secret;

@@ -5,6 +5,7 @@
 //! runs the `portcullis` binary and reads its log lines. [`http`] has a small client for
 //! driving them, and [`ports`] finds free loopback ports.
 
+pub mod conformance;
 pub mod gateway;
 pub mod http;
 pub mod ports;

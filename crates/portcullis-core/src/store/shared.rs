@@ -1,0 +1,280 @@
+//! Routing each call to Redis or to the local memory store, by the caller's fail mode.
+//!
+//! # Fail mode
+//!
+//! Each feature names what it does when Redis is unavailable (the breaker is open, or the
+//! call failed or timed out) with one [`FailMode`], and gets back a [`Routed`] that says
+//! where the answer came from:
+//!
+//! | mode | when Redis is unavailable | used by |
+//! | --- | --- | --- |
+//! | `Local` | the same operation on the in-memory store (`Routed::Local`) | rate limits (`local`), login lockout counters, the response cache |
+//! | `Allow` | `Routed::Allow`: the caller lets the request through | rate limits with `on_redis_down = "allow"` |
+//! | `Deny` | `Routed::Unavailable`: the caller refuses with 503 | routes with `on_redis_down = "deny"` |
+//! | `Stateless` | `Routed::Stateless`: the caller checks what it can without state | CSRF (signature, binding, expiry) |
+//! | `FailClosed` | `Routed::Unavailable` | refresh-token rotation: reuse detection needs the shared state |
+//!
+//! Without Redis configured, the memory store *is* the shared state (one instance), and
+//! every answer is `Routed::Shared`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+#[cfg(feature = "redis")]
+use super::RedisStore;
+use super::{Backend, MemoryStore, StoreResult};
+use crate::ratelimit::{GcraDecision, GcraParams};
+
+/// What a feature does when the shared store is unavailable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailMode {
+    /// Use the in-memory store of this instance.
+    Local,
+    /// Let the request through.
+    Allow,
+    /// Refuse the request (503).
+    Deny,
+    /// Check what can be checked without state.
+    Stateless,
+    /// Refuse the request (503): correctness needs the shared state.
+    FailClosed,
+}
+
+/// Where an answer came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routed<T> {
+    /// The shared store answered.
+    Shared(T),
+    /// The shared store was unavailable; the local store answered (`FailMode::Local`).
+    Local(T),
+    /// The shared store was unavailable; let the request through (`FailMode::Allow`).
+    Allow,
+    /// The shared store was unavailable; check statelessly (`FailMode::Stateless`).
+    Stateless,
+    /// The shared store was unavailable; refuse (`Deny`, `FailClosed`).
+    Unavailable,
+}
+
+impl<T> Routed<T> {
+    /// The answer, from the shared or the local store.
+    pub fn value(self) -> Option<T> {
+        match self {
+            Routed::Shared(v) | Routed::Local(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether the answer did not come from the shared store.
+    pub fn is_fallback(&self) -> bool {
+        !matches!(self, Routed::Shared(_))
+    }
+}
+
+enum Backends {
+    Memory,
+    #[cfg(feature = "redis")]
+    Redis(RedisStore),
+}
+
+struct Inner {
+    prefix: String,
+    local: MemoryStore,
+    shared: Backends,
+}
+
+/// The store the protections use. Clones share everything.
+#[derive(Clone)]
+pub struct SharedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedStore")
+            .field("backend", &self.backend_name())
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! routed {
+    ($self:ident, $mode:expr, |$b:ident| $op:expr) => {{
+        match &$self.inner.shared {
+            Backends::Memory => {
+                let $b = &$self.inner.local;
+                match $op.await {
+                    Ok(v) => Routed::Shared(v),
+                    Err(_) => Routed::Unavailable,
+                }
+            }
+            #[cfg(feature = "redis")]
+            Backends::Redis(r) => {
+                let $b = r;
+                match $op.await {
+                    Ok(v) => Routed::Shared(v),
+                    Err(_) => {
+                        let $b = &$self.inner.local;
+                        $self.fallback($mode, $op).await
+                    }
+                }
+            }
+        }
+    }};
+}
+
+impl SharedStore {
+    /// One instance, state in memory.
+    pub fn memory(local: MemoryStore, prefix: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                prefix: prefix.to_owned(),
+                local,
+                shared: Backends::Memory,
+            }),
+        }
+    }
+
+    /// State in Redis, with `local` for fallbacks.
+    #[cfg(feature = "redis")]
+    pub fn redis(redis: RedisStore, local: MemoryStore, prefix: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                prefix: prefix.to_owned(),
+                local,
+                shared: Backends::Redis(redis),
+            }),
+        }
+    }
+
+    /// `memory` or `redis`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.inner.shared {
+            Backends::Memory => "memory",
+            #[cfg(feature = "redis")]
+            Backends::Redis(_) => super::redis::BACKEND,
+        }
+    }
+
+    /// The Redis backend, when configured.
+    #[cfg(feature = "redis")]
+    pub fn redis_backend(&self) -> Option<&RedisStore> {
+        match &self.inner.shared {
+            Backends::Redis(r) => Some(r),
+            Backends::Memory => None,
+        }
+    }
+
+    /// The local memory store.
+    pub fn local(&self) -> &MemoryStore {
+        &self.inner.local
+    }
+
+    /// The full key for a `kind` (`rl`, `csrf`, …) and an id: `{prefix}:{kind}:{id}`.
+    pub fn key(&self, kind: &str, id: &str) -> String {
+        let mut k = String::with_capacity(self.inner.prefix.len() + kind.len() + id.len() + 2);
+        k.push_str(&self.inner.prefix);
+        k.push(':');
+        k.push_str(kind);
+        k.push(':');
+        k.push_str(id);
+        k
+    }
+
+    async fn fallback<T>(
+        &self,
+        mode: FailMode,
+        local: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> Routed<T> {
+        match mode {
+            FailMode::Local => match local.await {
+                Ok(v) => Routed::Local(v),
+                Err(_) => Routed::Unavailable,
+            },
+            FailMode::Allow => Routed::Allow,
+            FailMode::Stateless => Routed::Stateless,
+            FailMode::Deny | FailMode::FailClosed => Routed::Unavailable,
+        }
+    }
+
+    /// `get`, routed.
+    pub async fn get(&self, key: &str, mode: FailMode) -> Routed<Option<Bytes>> {
+        routed!(self, mode, |b| b.get(key))
+    }
+
+    /// `set`, routed.
+    pub async fn set(&self, key: &str, value: Bytes, ttl: Duration, mode: FailMode) -> Routed<()> {
+        routed!(self, mode, |b| b.set(key, value.clone(), ttl))
+    }
+
+    /// `set_nx`, routed.
+    pub async fn set_nx(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        mode: FailMode,
+    ) -> Routed<bool> {
+        routed!(self, mode, |b| b.set_nx(key, value.clone(), ttl))
+    }
+
+    /// `delete`, routed.
+    pub async fn delete(&self, key: &str, mode: FailMode) -> Routed<bool> {
+        routed!(self, mode, |b| b.delete(key))
+    }
+
+    /// `incr`, routed.
+    pub async fn incr(&self, key: &str, by: i64, ttl: Duration, mode: FailMode) -> Routed<i64> {
+        routed!(self, mode, |b| b.incr(key, by, ttl))
+    }
+
+    /// A GCRA decision: `shared` quota against Redis, `local` quota (e.g. divided by the
+    /// number of instances) when falling back to memory.
+    pub async fn gcra(
+        &self,
+        key: &str,
+        shared: GcraParams,
+        local: GcraParams,
+        cost: u32,
+        mode: FailMode,
+    ) -> Routed<GcraDecision> {
+        match &self.inner.shared {
+            Backends::Memory => match self.inner.local.gcra(key, shared, cost).await {
+                Ok(d) => Routed::Shared(d),
+                Err(_) => Routed::Unavailable,
+            },
+            #[cfg(feature = "redis")]
+            Backends::Redis(r) => match r.gcra(key, shared, cost).await {
+                Ok(d) => Routed::Shared(d),
+                Err(_) => {
+                    self.fallback(mode, self.inner.local.gcra(key, local, cost))
+                        .await
+                }
+            },
+        }
+    }
+
+    /// Pings the shared store through its breaker (so an idle gateway notices an outage
+    /// and a recovery), and purges expired local entries, every `interval`, until the
+    /// returned task is aborted.
+    pub fn spawn_maintenance(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                n += 1;
+                #[cfg(feature = "redis")]
+                if let Backends::Redis(r) = &store.inner.shared {
+                    let _ = r.ping().await;
+                }
+                if n.is_multiple_of(10) {
+                    store.inner.local.purge_expired();
+                }
+            }
+        })
+    }
+}

@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod stack;
+pub mod state;
 pub mod telemetry;
 
 use std::future::Future;
@@ -78,6 +79,9 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
             None
         }
     };
+    if let Err(e) = state::check(&config.store) {
+        errors.push(e);
+    }
     let log_output = match telemetry::log::open(&config.log) {
         Ok(o) => Some(o),
         Err(e) => {
@@ -124,12 +128,16 @@ pub async fn serve(
     })?;
 
     let health = Arc::new(Health::new());
+    let store = state::build(&config.store)?;
+    health.register(Arc::new(state::StoreHealth::new(store.clone())));
+    let maintenance = store.spawn_maintenance(state::MAINTENANCE_INTERVAL);
     let gateway = stack::Gateway::new(&config, proxy);
     tracing::info!(
         listen = %listen,
         admin_listen = %admin_listen,
         upstream = %config.upstream.as_ref().map(|u| u.to_string()).unwrap_or_default(),
         tls = tls.is_some(),
+        store = store.backend_name(),
         "listening"
     );
 
@@ -171,6 +179,7 @@ pub async fn serve(
     let _ = stop_admin_tx.send(true);
     let _ = admin_task.await;
     upkeep.abort();
+    maintenance.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -60,9 +60,12 @@ struct ServeArgs {
     /// Address of the admin listener.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
+    /// Redis for shared state, e.g. redis://127.0.0.1:6379/0 (else state stays in memory).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
 }
 
-fn flags(pairs: [(&'static str, &'static str, Option<String>); 3]) -> Vec<Flag> {
+fn flags<const N: usize>(pairs: [(&'static str, &'static str, Option<String>); N]) -> Vec<Flag> {
     pairs
         .into_iter()
         .filter_map(|(key, flag, v)| v.map(|value| Flag { key, flag, value }))
@@ -75,6 +78,7 @@ impl ServeArgs {
             ("upstream", "--upstream", self.upstream),
             ("listen", "--listen", self.listen),
             ("admin_listen", "--admin-listen", self.admin_listen),
+            ("redis.url", "--redis-url", self.redis_url),
         ]);
         Sources::from_process(self.config, flags)
     }
@@ -146,6 +150,14 @@ fn check_config(sources: Sources) -> ExitCode {
     if let Some(u) = &c.upstream {
         println!("  upstream      {u}");
     }
+    println!(
+        "  store         {}",
+        if c.store.redis.is_some() {
+            "redis (connected on first use)"
+        } else {
+            "memory"
+        }
+    );
     println!("  routes        {}", c.routes.len());
     for r in &c.routes {
         let methods = r.methods.as_ref().map_or_else(

@@ -255,24 +255,31 @@ impl SharedStore {
         }
     }
 
-    /// Pings the shared store through its breaker (so an idle gateway notices an outage
-    /// and a recovery), and purges expired local entries, every `interval`, until the
-    /// returned task is aborted.
+    /// Pings the shared store through its breaker every `interval` (five times as often
+    /// while the breaker is not closed, so probes come soon after the open period), so an
+    /// idle gateway notices an outage and a recovery; and purges expired local entries
+    /// every ten intervals. Runs until the returned task is aborted.
     pub fn spawn_maintenance(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut n: u64 = 0;
+            let mut last_purge = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
-                n += 1;
+                #[allow(unused_mut)]
+                let mut wait = interval;
+                #[cfg(feature = "redis")]
+                if let Backends::Redis(r) = &store.inner.shared
+                    && r.breaker_state() != crate::breaker::BreakerState::Closed
+                {
+                    wait = interval / 5;
+                }
+                tokio::time::sleep(wait).await;
                 #[cfg(feature = "redis")]
                 if let Backends::Redis(r) = &store.inner.shared {
                     let _ = r.ping().await;
                 }
-                if n.is_multiple_of(10) {
+                if last_purge.elapsed() >= interval * 10 {
                     store.inner.local.purge_expired();
+                    last_purge = tokio::time::Instant::now();
                 }
             }
         })

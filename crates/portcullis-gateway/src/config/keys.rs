@@ -10,7 +10,7 @@ use std::time::Duration;
 /// The type of a key's value, with the bounds that the loader enforces and the
 /// reference documents.
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // Bool, Float and RedisUrl serve the sections still to land.
+#[allow(dead_code)] // Bool serves the sections still to land.
 pub(crate) enum Ty {
     /// `true` or `false`.
     Bool,
@@ -71,7 +71,6 @@ const fn key(key: &'static str, ty: Ty, default: &'static str, doc: &'static str
     }
 }
 
-#[allow(dead_code)] // for `redis.url`, whose password must never be echoed
 const fn secret(key: &'static str, ty: Ty, default: &'static str, doc: &'static str) -> KeyDef {
     KeyDef {
         key,
@@ -165,6 +164,105 @@ pub(crate) static KEYS: &[KeyDef] = &[
         Ty::Path,
         "\"\"",
         "PEM file of extra CA certificates trusted for an `https://` upstream, besides the system's roots.",
+    ),
+    secret(
+        "redis.url",
+        Ty::RedisUrl,
+        "\"\"",
+        "Redis holding the shared state, e.g. `redis://10.0.0.7:6379/0` or `rediss://:password@host:6380`. Empty: state in memory, for one instance. The value is never printed.",
+    ),
+    key(
+        "redis.key_prefix",
+        Ty::Str,
+        "\"portcullis\"",
+        "Prefix of every key the gateway writes, so several deployments can share one Redis.",
+    ),
+    key(
+        "redis.command_timeout",
+        Ty::Duration {
+            min: Duration::from_millis(1),
+            max: secs(10),
+        },
+        "\"50ms\"",
+        "Bound on every Redis call, connecting included: no request waits on Redis longer. A timed-out connection is discarded.",
+    ),
+    key(
+        "redis.connect_timeout",
+        Ty::Duration {
+            min: Duration::from_millis(1),
+            max: secs(60),
+        },
+        "\"200ms\"",
+        "Bound on one connection attempt (made in the background; callers wait at most `command_timeout`).",
+    ),
+    key(
+        "redis.breaker.failure_rate",
+        Ty::Float {
+            min: 0.01,
+            max: 1.0,
+        },
+        "0.5",
+        "Open the breaker when this share of the calls in `window` failed or were slower than `slow_call`.",
+    ),
+    key(
+        "redis.breaker.slow_call",
+        Ty::Duration {
+            min: Duration::from_millis(1),
+            max: secs(10),
+        },
+        "\"20ms\"",
+        "A call slower than this counts as a failure. Must stay below `redis.command_timeout`.",
+    ),
+    key(
+        "redis.breaker.min_calls",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        "10",
+        "Calls the window must hold before the failure rate is judged, so one or two blips do not open the breaker.",
+    ),
+    key(
+        "redis.breaker.window",
+        Ty::Duration {
+            min: Duration::from_millis(100),
+            max: secs(3600),
+        },
+        "\"10s\"",
+        "Length of the sliding window the failure rate is measured over.",
+    ),
+    key(
+        "redis.breaker.open_for",
+        Ty::Duration {
+            min: Duration::from_millis(10),
+            max: secs(3600),
+        },
+        "\"5s\"",
+        "How long the breaker stays open (no call reaches Redis; features use their fallback) before probing. Up to 10 % jitter is added.",
+    ),
+    key(
+        "redis.breaker.max_open_for",
+        Ty::Duration {
+            min: Duration::from_millis(10),
+            max: secs(86_400),
+        },
+        "\"60s\"",
+        "The open period doubles each time probes fail, up to this.",
+    ),
+    key(
+        "redis.breaker.half_open_probes",
+        Ty::Int { min: 1, max: 1000 },
+        "3",
+        "Trial calls let through when half-open; all succeeding closes the breaker, any failing reopens it.",
+    ),
+    key(
+        "memory.max_keys",
+        Ty::Int {
+            min: 1000,
+            max: 100_000_000,
+        },
+        "1000000",
+        "Most entries the in-memory store holds (the state itself without Redis, the fallback with it). When full, the entries closest to expiry are evicted, so a key flood cannot grow memory. About 110 bytes per entry.",
     ),
     key(
         "limits.body",

@@ -399,7 +399,6 @@ impl<'a> Loader<'a> {
         self.get(key, |r| value::integer(r, min, max))
     }
 
-    #[allow(dead_code)] // the sections still to land use it
     pub(crate) fn float(&mut self, key: &'static str) -> f64 {
         let Ty::Float { min, max } = self.def(key).ty else {
             panic!("{key} is not a float")

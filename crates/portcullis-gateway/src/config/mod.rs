@@ -19,7 +19,10 @@ use std::time::Duration;
 use http::Method;
 use http::uri::{Authority, Scheme, Uri};
 use portcullis::path::PathPattern;
+use portcullis_core::Secret;
+use portcullis_core::breaker::BreakerConfig;
 use portcullis_core::net::TrustedProxies;
+use portcullis_core::store::RedisConfig;
 
 pub use load::{ConfigError, ConfigErrors, Flag, Origin, Sources};
 
@@ -44,6 +47,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Extra CA certificates for an `https://` upstream.
     pub upstream_ca_file: Option<PathBuf>,
+    /// Shared state.
+    pub store: StoreConfig,
     /// Request limits.
     pub limits: Limits,
     /// Logging.
@@ -111,6 +116,17 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
+}
+
+/// Where state lives (`[redis]`, `[memory]`).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Redis, when `redis.url` is set.
+    pub redis: Option<RedisConfig>,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Most entries in the memory store.
+    pub memory_max_keys: usize,
 }
 
 /// Request limits (`[limits]`).
@@ -291,6 +307,8 @@ fn read(l: &mut Loader<'_>) -> Config {
     };
     let upstream_ca_file = l.path("tls.upstream_ca_file");
 
+    let store = read_store(l);
+
     let limits = Limits {
         body: l.size("limits.body"),
         header_bytes: l.size("limits.header_bytes"),
@@ -337,6 +355,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         shutdown_grace,
         tls,
         upstream_ca_file,
+        store,
         limits,
         log,
         routes,
@@ -353,6 +372,69 @@ fn valid_log_filter(filter: &str) -> bool {
             LEVELS.contains(&level.to_ascii_lowercase().as_str())
         });
     directives_ok && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
+}
+
+fn read_store(l: &mut Loader<'_>) -> StoreConfig {
+    let url = l.string("redis.url");
+    let key_prefix = l.string("redis.key_prefix");
+    if key_prefix.is_empty()
+        || !key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}'))
+    {
+        l.error(
+            "redis.key_prefix",
+            format!("expected visible characters without spaces, '{{' or '}}' (braces are for cluster hash tags); got {key_prefix:?}"),
+        );
+    }
+    let command_timeout = l.duration("redis.command_timeout");
+    let connect_timeout = l.duration("redis.connect_timeout");
+    let breaker = BreakerConfig {
+        failure_rate: l.float("redis.breaker.failure_rate"),
+        slow_call: l.duration("redis.breaker.slow_call"),
+        min_calls: u32::try_from(l.int("redis.breaker.min_calls")).unwrap_or(10),
+        window: l.duration("redis.breaker.window"),
+        open_for: l.duration("redis.breaker.open_for"),
+        max_open_for: l.duration("redis.breaker.max_open_for"),
+        half_open_probes: u32::try_from(l.int("redis.breaker.half_open_probes")).unwrap_or(3),
+        jitter: true,
+    };
+    if breaker.slow_call >= command_timeout {
+        l.error(
+            "redis.breaker.slow_call",
+            format!(
+                "must stay below redis.command_timeout ({}): a call cannot be slow without first timing out",
+                value::fmt_duration(command_timeout)
+            ),
+        );
+    }
+    if breaker.max_open_for < breaker.open_for {
+        l.error(
+            "redis.breaker.max_open_for",
+            format!(
+                "must be at least redis.breaker.open_for ({})",
+                value::fmt_duration(breaker.open_for)
+            ),
+        );
+    }
+    let redis = if url.trim().is_empty() {
+        None
+    } else if let Err(e) = value::redis_url(url.trim()) {
+        l.error("redis.url", e);
+        None
+    } else {
+        Some(RedisConfig {
+            url: Secret::new(url.trim().to_owned()),
+            command_timeout,
+            connect_timeout,
+            breaker,
+        })
+    };
+    StoreConfig {
+        redis,
+        key_prefix,
+        memory_max_keys: usize::try_from(l.int("memory.max_keys")).unwrap_or(1_000_000),
+    }
 }
 
 fn lower_all(v: Vec<String>) -> Vec<String> {

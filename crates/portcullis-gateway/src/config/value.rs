@@ -88,7 +88,6 @@ pub(crate) fn integer(raw: Raw<'_>, min: i64, max: i64) -> Parsed<i64> {
     Ok(n)
 }
 
-#[allow(dead_code)] // the sections still to land use it
 pub(crate) fn float(raw: Raw<'_>, min: f64, max: f64) -> Parsed<f64> {
     let want = || format!("expected a number from {min} to {max}");
     let n = match raw {
@@ -289,6 +288,43 @@ pub(crate) fn methods(raw: Raw<'_>) -> Parsed<Vec<String>> {
     Ok(items)
 }
 
+/// Checks a `redis://` or `rediss://` URL: `[user][:password]@host[:port][/db][?params]`.
+/// Messages never quote the URL: it may hold a password.
+pub(crate) fn redis_url(s: &str) -> Result<(), String> {
+    let want =
+        "expected a URL such as \"redis://127.0.0.1:6379/0\" or \"rediss://:password@host:6380\"";
+    let rest = s
+        .strip_prefix("redis://")
+        .or_else(|| s.strip_prefix("rediss://"))
+        .ok_or_else(|| format!("{want} (the scheme must be redis or rediss)"))?;
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    let hostpart = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let (hostport, db) = hostpart
+        .split_once('/')
+        .map_or((hostpart, ""), |(h, d)| (h, d));
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(format!("{want}; the database after '/' must be a number"));
+    }
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').ok_or_else(|| want.to_owned())?;
+        (h, p.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{want}; the host is missing"));
+    }
+    if let Some(p) = port
+        && p.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!("{want}; the port must be a number from 1 to 65535"));
+    }
+    Ok(())
+}
+
 /// A duration as the reference and messages print it.
 pub(crate) fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -360,6 +396,29 @@ mod tests {
         }
         assert_eq!(fmt_size(16 * 1024), "16KiB");
         assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn redis_urls() {
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://h",
+            "rediss://:pw@h:6380/2",
+            "redis://u:p@[::1]:7000/0?protocol=resp3",
+        ] {
+            assert_eq!(redis_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://h",
+            "redis://",
+            "redis://:pw@",
+            "redis://h:port",
+            "redis://h:0",
+            "redis://h/db",
+        ] {
+            let e = redis_url(bad).unwrap_err();
+            assert!(!e.contains("pw"), "{e}");
+        }
     }
 
     #[test]

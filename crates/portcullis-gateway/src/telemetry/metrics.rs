@@ -94,3 +94,106 @@ impl RouteMetrics {
         counter.increment(1);
     }
 }
+
+/// State of each store backend's breaker: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "portcullis_breaker_state";
+/// Store calls by backend and result.
+pub const STORE_CALLS: &str = "portcullis_store_calls_total";
+/// Security events by kind.
+pub const SECURITY_EVENTS: &str = "portcullis_security_events_total";
+
+/// Counts store calls and breaker changes, and logs each change: the gateway's
+/// [`StoreObserver`](portcullis_core::store::StoreObserver).
+#[derive(Debug)]
+pub struct StoreMetrics {
+    calls: [metrics::Counter; 4],
+    breaker: metrics::Gauge,
+    opened: Counter,
+    closed: Counter,
+}
+
+impl StoreMetrics {
+    /// Handles for the `redis` backend (the memory backend makes no remote calls).
+    pub fn new() -> Self {
+        describe_counter!(
+            STORE_CALLS,
+            "Calls to the shared store, by backend and result."
+        );
+        metrics::describe_gauge!(
+            BREAKER_STATE,
+            "Breaker state by backend: 0 closed, 1 open, 2 half-open."
+        );
+        describe_counter!(SECURITY_EVENTS, "Security events, by kind.");
+        let call =
+            |result: &'static str| counter!(STORE_CALLS, "backend" => "redis", "result" => result);
+        let gauge = metrics::gauge!(BREAKER_STATE, "backend" => "redis");
+        gauge.set(0.0);
+        Self {
+            calls: [
+                call("ok"),
+                call("error"),
+                call("timeout"),
+                call("short_circuited"),
+            ],
+            breaker: gauge,
+            opened: counter!(SECURITY_EVENTS, "kind" => "breaker_opened"),
+            closed: counter!(SECURITY_EVENTS, "kind" => "breaker_closed"),
+        }
+    }
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl portcullis_core::store::StoreObserver for StoreMetrics {
+    fn call(&self, _backend: &'static str, result: portcullis_core::store::CallResult) {
+        use portcullis_core::store::CallResult;
+        let i = match result {
+            CallResult::Ok => 0,
+            CallResult::Error => 1,
+            CallResult::Timeout => 2,
+            CallResult::ShortCircuited => 3,
+        };
+        self.calls[i].increment(1);
+    }
+
+    fn breaker(
+        &self,
+        backend: &'static str,
+        from: portcullis_core::breaker::BreakerState,
+        to: portcullis_core::breaker::BreakerState,
+        reason: &str,
+    ) {
+        use portcullis_core::breaker::BreakerState;
+        self.breaker.set(to.gauge());
+        match to {
+            BreakerState::Open => {
+                self.opened.increment(1);
+                tracing::warn!(
+                    target: "portcullis::security",
+                    event = "breaker_opened",
+                    backend,
+                    from = from.as_str(),
+                    reason,
+                    "the breaker opened: features use their fallback until the store recovers"
+                );
+            }
+            BreakerState::Closed => {
+                self.closed.increment(1);
+                tracing::warn!(
+                    target: "portcullis::security",
+                    event = "breaker_closed",
+                    backend,
+                    reason,
+                    "the breaker closed: the shared store is used again"
+                );
+            }
+            BreakerState::HalfOpen => {
+                tracing::info!(target: "portcullis::store", backend, reason, "the breaker is half-open: probing");
+            }
+        }
+    }
+}

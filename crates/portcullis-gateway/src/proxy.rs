@@ -19,10 +19,6 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis::client::ClientInfo;
 use portcullis::path::NormalizedPath;
 use portcullis::{Problem, ProblemKind};
@@ -30,11 +26,8 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BodyTooLarge, DeadlineBody, LimitedBody, caused_by};
 use crate::config::{Config, ConfigError, Origin, Upstream};
+use crate::upstream::{Pool, UpstreamError};
 
-/// How long an idle pooled connection to the upstream is kept.
-const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
-/// Idle connections kept per upstream host: enough for a busy gateway's concurrency.
-const POOL_MAX_IDLE: usize = 1024;
 /// Bound on establishing an upstream connection, within the request's own deadline.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -42,11 +35,12 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The upstream and a pooled client to it.
+/// The upstream and a pool of connections to it.
 #[derive(Clone, Debug)]
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: Pool,
     upstream: Arc<Upstream>,
+    host: HeaderValue,
 }
 
 /// Builds the TLS client configuration: the system's roots plus `tls.upstream_ca_file`.
@@ -95,38 +89,41 @@ fn client_tls(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> {
 }
 
 impl Proxy {
-    /// A client for `upstream`; fails only on a bad CA file.
+    /// A pool for `upstream`; fails only on a bad CA file or an unusable host name.
     pub fn new(cfg: &Config, upstream: Upstream) -> Result<Self, ConfigError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT.min(cfg.limits.request_timeout)));
-        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+        let authority = &upstream.authority;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = authority
+            .port_u16()
+            .unwrap_or(if upstream.is_https() { 443 } else { 80 });
         let tls = if upstream.is_https() {
-            client_tls(cfg)?
+            let mut config = client_tls(cfg)?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name =
+                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| ConfigError {
+                    key: "upstream".into(),
+                    origin: None,
+                    message: format!(
+                        "{host:?} is not a name a TLS certificate can be checked against"
+                    ),
+                })?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
         } else {
-            // Never used for http:// upstreams, but the connector type is the same.
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("default protocol versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
+            None
         };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(
+            host,
+            port,
+            tls,
+            CONNECT_TIMEOUT.min(cfg.limits.request_timeout),
+        );
         Ok(Self {
-            client,
+            pool,
+            host: crate::upstream::host_header(authority),
             upstream: Arc::new(upstream),
         })
     }
@@ -136,6 +133,8 @@ impl Proxy {
         &self.upstream
     }
 
+    /// The origin-form target on the upstream: its base path, the normalised path, the
+    /// query as sent.
     fn target(&self, path: &NormalizedPath, query: Option<&str>) -> Option<Uri> {
         let base = &self.upstream.base_path;
         let mut pq = String::with_capacity(
@@ -147,12 +146,7 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.upstream.scheme.clone())
-            .authority(self.upstream.authority.clone())
-            .path_and_query(PathAndQuery::try_from(pq).ok()?)
-            .build()
-            .ok()
+        Some(Uri::from(PathAndQuery::try_from(pq).ok()?))
     }
 
     /// Sends `req` upstream and returns the response, streaming both bodies; refusals and
@@ -174,7 +168,7 @@ impl Proxy {
         let host = forwarded_host(&parts.headers, &parts.uri);
         strip_hop_by_hop(&mut parts.headers);
         set_forwarding_headers(&mut parts.headers, client, peer, host);
-        parts.headers.remove(header::HOST);
+        parts.headers.insert(header::HOST, self.host.clone());
         parts.uri = uri;
         parts.version = Version::HTTP_11;
 
@@ -182,7 +176,7 @@ impl Proxy {
         let body = LimitedBody::new(incoming, body_limit, finished.clone()).boxed_unsync();
         let upstream_req = Request::from_parts(parts, body);
 
-        let res = match tokio::time::timeout_at(deadline, self.client.request(upstream_req)).await {
+        let res = match tokio::time::timeout_at(deadline, self.pool.send(upstream_req)).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => return Err(upstream_error(&e)),
             Err(_elapsed) if !finished.load(Ordering::Acquire) => {
@@ -202,19 +196,23 @@ impl Proxy {
     }
 }
 
-fn upstream_error(e: &hyper_util::client::legacy::Error) -> Problem {
+fn upstream_error(e: &UpstreamError) -> Problem {
     if caused_by::<BodyTooLarge>(e) {
         return Problem::new(ProblemKind::PayloadTooLarge)
             .detail("the request body is larger than the limit")
             .close_connection();
     }
-    if e.is_connect() {
-        tracing::warn!(error = %DisplayChain(e), "upstream connection failed");
-        return Problem::new(ProblemKind::UpstreamUnavailable)
-            .detail("the upstream could not be reached");
+    match e {
+        UpstreamError::Connect(_) => {
+            tracing::warn!(error = %DisplayChain(e), "upstream connection failed");
+            Problem::new(ProblemKind::UpstreamUnavailable)
+                .detail("the upstream could not be reached")
+        }
+        UpstreamError::Exchange(_) => {
+            tracing::warn!(error = %DisplayChain(e), "upstream request failed");
+            Problem::new(ProblemKind::UpstreamUnavailable).detail("the upstream failed to answer")
+        }
     }
-    tracing::warn!(error = %DisplayChain(e), "upstream request failed");
-    Problem::new(ProblemKind::UpstreamUnavailable).detail("the upstream failed to answer")
 }
 
 /// An error with its sources, for logs only.

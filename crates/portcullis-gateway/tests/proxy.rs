@@ -621,3 +621,42 @@ async fn logs_redact_secret_headers_and_escape_controls() {
         serde_json::from_str::<Value>(&raw_line).expect("every log line is JSON");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_stale_ones_replaced() {
+    let up = Upstream::start();
+    let gw = gateway(&up.url(), &[]);
+    let client = Client::new();
+    for i in 0..20 {
+        let r = client.get(&gw.url(&format!("/seq/{i}"))).await.unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // Bodies of several sizes and a streamed one also hand their connection back.
+    let req = Request::get(gw.url("/big"))
+        .header("x-upstream-body-bytes", "300000")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(client.send(req).await.unwrap().body.len(), 300_000);
+    let r = client.get(&gw.url("/after-big")).await.unwrap();
+    assert_eq!(r.status, 200);
+    let peers: std::collections::HashSet<String> = up
+        .requests()
+        .await
+        .iter()
+        .map(|r| r["peer"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        peers.len(),
+        1,
+        "sequential requests should share one upstream connection: {peers:?}"
+    );
+
+    // The upstream goes away and comes back on the same port: the pooled connection is
+    // dead, and the next request still succeeds on a fresh one.
+    let addr = up.addr;
+    drop(up);
+    let up = Upstream::start_on(addr);
+    let r = client.get(&gw.url("/after-restart")).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(up.requests().await.len(), 1);
+}

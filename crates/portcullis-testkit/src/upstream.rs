@@ -15,7 +15,7 @@
 //! | `x-upstream-stall-after: N` | send N bytes, then stall forever |
 //!
 //! Otherwise it echoes JSON: `method`, `path`, `query`, `headers` (lists of values),
-//! `body_bytes`. Request bodies are counted as they stream, never buffered.
+//! `body_bytes`, and `peer` (the connection's address, to tell connections apart). Request bodies are counted as they stream, never buffered.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -40,13 +40,13 @@ type Out = BoxBody<Bytes, std::io::Error>;
 pub async fn run(listener: TcpListener) {
     let recorded: Recorded = Arc::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let recorded = recorded.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, recorded.clone()));
+            let svc = service_fn(move |req| handle(req, peer, recorded.clone()));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -76,7 +76,11 @@ fn header_u64(req: &http::request::Parts, name: &str) -> Option<u64> {
     req.headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-async fn handle(req: Request<Incoming>, recorded: Recorded) -> Result<Response<Out>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    recorded: Recorded,
+) -> Result<Response<Out>, Infallible> {
     let (parts, mut body) = req.into_parts();
     if parts.uri.path() == "/__upstream/requests" {
         if parts.method == http::Method::DELETE {
@@ -110,6 +114,7 @@ async fn handle(req: Request<Incoming>, recorded: Recorded) -> Result<Response<O
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_bytes": body_bytes,
+        "peer": peer.to_string(),
     });
     recorded.lock().unwrap().push(record.clone());
 

@@ -51,9 +51,12 @@ pub struct RedisConfig {
     pub breaker: BreakerConfig,
 }
 
+/// The outcome of a connection attempt, once known: the waiters' error, typed.
+type Attempt = watch::Receiver<Option<StoreResult<()>>>;
+
 enum Conn {
     Down,
-    Connecting(watch::Receiver<bool>),
+    Connecting(Attempt),
     Ready {
         conn: MultiplexedConnection,
         generation: u64,
@@ -174,8 +177,8 @@ impl RedisStore {
         }
     }
 
-    fn start_connecting(&self) -> watch::Receiver<bool> {
-        let (tx, rx) = watch::channel(false);
+    fn start_connecting(&self) -> Attempt {
+        let (tx, rx) = watch::channel(None);
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let config = AsyncConnectionConfig::new()
@@ -188,26 +191,27 @@ impl RedisStore {
                     .get_multiplexed_async_connection_with_config(&config),
             )
             .await;
-            let next = match attempt {
+            let (next, outcome) = match attempt {
                 Ok(Ok(conn)) => {
                     let mut generation = inner.generation.lock().expect("lock");
                     *generation += 1;
-                    Conn::Ready {
-                        conn,
-                        generation: *generation,
-                    }
+                    let generation = *generation;
+                    (Conn::Ready { conn, generation }, Ok(()))
                 }
                 Ok(Err(e)) => {
-                    *inner.last_error.lock().expect("lock") = Some(classify(&e).0.to_string());
-                    Conn::Down
+                    // A refused password stays a `Server` error, a refused connection a
+                    // `Connection` error: the waiters get the attempt's own error, typed.
+                    let err = classify(&e).0;
+                    *inner.last_error.lock().expect("lock") = Some(err.to_string());
+                    (Conn::Down, Err(err))
                 }
                 Err(_) => {
                     *inner.last_error.lock().expect("lock") = Some("connect timed out".into());
-                    Conn::Down
+                    (Conn::Down, Err(StoreError::Timeout))
                 }
             };
             *inner.conn.lock().expect("lock") = next;
-            let _ = tx.send(true);
+            let _ = tx.send(Some(outcome));
         });
         rx
     }
@@ -225,18 +229,22 @@ impl RedisStore {
                 }
             }
         };
-        if !*rx.borrow()
+        if rx.borrow().is_none()
             && tokio::time::timeout_at(deadline, rx.changed())
                 .await
                 .is_err()
         {
             return Err(StoreError::Timeout);
         }
-        match &*self.inner.conn.lock().expect("lock") {
-            Conn::Ready { conn, generation } => Ok((conn.clone(), *generation)),
-            _ => Err(StoreError::Connection(
-                self.last_error().unwrap_or_else(|| "cannot connect".into()),
-            )),
+        if let Conn::Ready { conn, generation } = &*self.inner.conn.lock().expect("lock") {
+            return Ok((conn.clone(), *generation));
+        }
+        // Not `last_error`: other calls overwrite it, and it holds a `Display`ed error
+        // (wrapping it again nested "connection failed: " once per waiter, and turned
+        // timeouts and refused passwords into connection errors).
+        match &*rx.borrow() {
+            Some(Err(e)) => Err(e.clone()),
+            _ => Err(StoreError::Connection("cannot connect".into())),
         }
     }
 

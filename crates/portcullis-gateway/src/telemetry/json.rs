@@ -19,47 +19,121 @@ use tracing_subscriber::registry::LookupSpan;
 /// The value written in place of a redacted one.
 pub const REDACTED: &str = "[redacted]";
 
+/// Bytes that are, or may start, something to escape.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t[0xc2] = true;
+    t[0xe2] = true;
+    t
+};
+
 /// Appends `s` to `out` as a JSON string literal, escaping every control character
 /// (C0, DEL, C1) and the line and paragraph separators.
+///
+/// Runs of safe bytes are copied whole; only the bytes that may start something to escape
+/// are looked at closely (C1 controls are `C2 80`–`C2 9F` in UTF-8, the separators
+/// `E2 80 A8` and `E2 80 A9`).
 pub fn write_str(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20
-                || (0x7f..=0x9f).contains(&(c as u32))
-                || c == '\u{2028}'
-                || c == '\u{2029}' =>
-            {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !SPECIAL[usize::from(b)] {
+            i += 1;
+            continue;
         }
+        let escape: Option<(u32, usize)> = match b {
+            0xc2 => match bytes.get(i + 1) {
+                Some(&n @ 0x80..=0x9f) => Some((u32::from(n), 2)),
+                _ => None,
+            },
+            0xe2 => match (bytes.get(i + 1), bytes.get(i + 2)) {
+                (Some(0x80), Some(&n @ (0xa8 | 0xa9))) => Some((0x2000 + u32::from(n - 0x80), 3)),
+                _ => None,
+            },
+            _ => Some((u32::from(b), 1)),
+        };
+        let Some((code, len)) = escape else {
+            i += 1;
+            continue;
+        };
+        out.push_str(&s[run..i]);
+        match code {
+            0x22 => out.push_str("\\\""),
+            0x5c => out.push_str("\\\\"),
+            0x0a => out.push_str("\\n"),
+            0x0d => out.push_str("\\r"),
+            0x09 => out.push_str("\\t"),
+            c => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
+        }
+        i += len;
+        run = i;
     }
+    out.push_str(&s[run..]);
     out.push('"');
+}
+
+fn level_name(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warn",
+        tracing::Level::INFO => "info",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::TRACE => "trace",
+    }
+}
+
+/// Lets `time` format straight into a `String`.
+struct FmtAdapter<'a>(&'a mut String);
+
+impl std::io::Write for FmtAdapter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .push_str(std::str::from_utf8(buf).map_err(std::io::Error::other)?);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Names whose values are never logged.
 #[derive(Clone, Debug, Default)]
 pub struct Redact {
     fields: Arc<[String]>,
+    /// Bit `n` is set when a name of length `n` (or 63 for longer) is in the list: most
+    /// field names are rejected by one test.
+    lengths: u64,
 }
 
 impl Redact {
     /// Redacts fields with these names (compared case-insensitively).
     pub fn new(fields: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            fields: fields.into_iter().map(|f| f.to_ascii_lowercase()).collect(),
-        }
+        let fields: Arc<[String]> = fields.into_iter().map(|f| f.to_ascii_lowercase()).collect();
+        let lengths = fields.iter().fold(0u64, |m, f| m | 1 << f.len().min(63));
+        Self { fields, lengths }
     }
 
     /// Whether a field of this name is redacted.
     pub fn is_redacted(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+        self.lengths & (1 << name.len().min(63)) != 0
+            && self
+                .fields
+                .iter()
+                .any(|f| f.len() == name.len() && f.eq_ignore_ascii_case(name))
     }
 }
 
@@ -70,13 +144,14 @@ struct Visitor<'a> {
 
 impl Visitor<'_> {
     fn key(&mut self, field: &Field) -> bool {
-        self.out.push(',');
         let name = match field.name() {
             "message" => "msg",
             n => n,
         };
-        write_str(self.out, name);
-        self.out.push(':');
+        // Field names are Rust identifiers: nothing in them needs escaping.
+        self.out.push_str(",\"");
+        self.out.push_str(name);
+        self.out.push_str("\":");
         if self.redact.is_redacted(name) {
             write_str(self.out, REDACTED);
             return false;
@@ -175,16 +250,12 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut out = String::with_capacity(256);
-        out.push_str("{\"ts\":");
-        let ts = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
-        write_str(&mut out, &ts);
-        out.push_str(",\"level\":");
-        write_str(
-            &mut out,
-            &event.metadata().level().as_str().to_ascii_lowercase(),
-        );
+        out.push_str("{\"ts\":\"");
+        // RFC 3339 in UTC: digits, '-', ':', '.', 'T' and 'Z' only, nothing to escape.
+        let _ = OffsetDateTime::now_utc().format_into(&mut FmtAdapter(&mut out), &Rfc3339);
+        out.push_str("\",\"level\":\"");
+        out.push_str(level_name(event.metadata().level()));
+        out.push('"');
         out.push_str(",\"target\":");
         write_str(&mut out, event.metadata().target());
         event.record(&mut Visitor {
@@ -221,6 +292,21 @@ mod tests {
         let parsed: String = serde_json::from_str(&out).unwrap();
         assert!(parsed.contains('\u{2028}'));
         assert!(!out.contains('\n'));
+    }
+
+    #[test]
+    fn plain_text_and_multibyte_text_pass_through() {
+        for text in [
+            "",
+            "plain",
+            "caf\u{e9} \u{2014} \u{1F600} \u{a0}\u{c2}",
+            "\u{2027}\u{202a}",
+        ] {
+            let mut out = String::new();
+            write_str(&mut out, text);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+            assert_eq!(out.len(), text.len() + 2, "{text:?} was escaped needlessly");
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct LogGuard {
 /// drops lines (a full buffer makes loggers wait), so an access log is complete.
 const BUFFERED_LINES: usize = 64 * 1024;
 
+/// Bytes gathered before a write to the log output.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// Opens the log output; an error names `log.file`. Does not install anything yet.
 pub fn open(cfg: &LogConfig) -> Result<Box<dyn std::io::Write + Send>, ConfigError> {
     let Some(file) = &cfg.file else {
@@ -58,6 +61,10 @@ pub fn open(cfg: &LogConfig) -> Result<Box<dyn std::io::Write + Send>, ConfigErr
 /// Installs the global subscriber writing to `output`.
 pub fn install(cfg: &LogConfig, output: Box<dyn std::io::Write + Send>) -> LogGuard {
     let to_terminal = cfg.file.is_none() && std::io::stdout().is_terminal();
+    // The writer thread drains every queued line, then flushes: with a buffer in between,
+    // a busy gateway writes many lines per system call instead of one each, and an idle
+    // one still writes each line at once.
+    let output = std::io::BufWriter::with_capacity(WRITE_BUFFER, output);
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(BUFFERED_LINES)

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! store_bench [--redis URL] [--concurrency 50] [--seconds 5] [--keys 100000] [--print-script]
+//! store_bench --fill 1000000     # memory: resident size of that many distinct client keys
 //! ```
 
 use std::sync::Arc;
@@ -103,7 +104,45 @@ async fn run<B: Backend + Clone + 'static>(name: &str, store: B, a: &Args) -> f6
     rate
 }
 
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Inserts `n` distinct rate-limit keys (shaped like the gateway's, `portcullis:rl:ip:…`)
+/// and reports the memory they take.
+fn fill(n: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let store = MemoryStore::new(n as usize, Arc::new(SystemClock));
+    let q = GcraParams::new(60, Duration::from_secs(60), 20).expect("valid quota");
+    let before = rss_kib();
+    rt.block_on(async {
+        for i in 0..n {
+            let key = format!("portcullis:rl:ip:10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            let key = if i >= 1 << 24 { format!("{key}:{i}") } else { key };
+            store.gcra(&key, q, 1).await.expect("memory store");
+        }
+    });
+    let after = rss_kib();
+    let mib = (after.saturating_sub(before)) as f64 / 1024.0;
+    println!(
+        "memory: {} keys held ({} asked), resident size grew {mib:.1} MiB ({:.0} bytes a key)",
+        store.len(),
+        n,
+        mib * 1024.0 * 1024.0 / store.len().max(1) as f64
+    );
+}
+
 fn main() {
+    if let Some(n) = std::env::args().skip_while(|a| a != "--fill").nth(1).and_then(|v| v.parse().ok()) {
+        fill(n);
+        return;
+    }
     let a = args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -29,7 +29,11 @@ fn main() {
             Client::builder(TokioExecutor::new()).build_http();
         let l = tokio::net::TcpListener::bind(&listen).await.unwrap();
         loop {
-            let (s, _) = l.accept().await.unwrap();
+            // Exit cleanly on Ctrl-C, so profilers write their output.
+            let (s, _) = tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                a = l.accept() => a.unwrap(),
+            };
             s.set_nodelay(true).unwrap();
             let client = client.clone();
             let upstream = upstream.clone();

@@ -262,7 +262,7 @@ pub(crate) static KEYS: &[KeyDef] = &[
             max: 100_000_000,
         },
         "1000000",
-        "Most entries the in-memory store holds (the state itself without Redis, the fallback with it). When full, the entries closest to expiry are evicted, so a key flood cannot grow memory. About 110 bytes per entry.",
+        "Most entries the in-memory store holds (the state itself without Redis, the fallback with it). When full, the entries closest to expiry are evicted, so a key flood cannot grow memory. About 130 bytes per entry (a million keys: ~125 MiB).",
     ),
     key(
         "limits.body",

@@ -305,6 +305,52 @@ impl MemoryStore {
     }
 }
 
+/// What an atomic read-modify-write leaves behind ([`MemoryStore::update`]).
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// Leave the entry as it is.
+    Keep,
+    /// Replace the value, with a new time to live.
+    Set(Bytes, Duration),
+    /// Remove the entry.
+    Delete,
+}
+
+impl MemoryStore {
+    /// An atomic read-modify-write of one key, the in-memory counterpart of a Lua script:
+    /// `f` sees the time (the store's microseconds, the same clock as TTLs) and the current
+    /// value, and says what to write; the shard stays locked throughout.
+    pub(crate) fn update<T>(&self, key: &str, f: impl FnOnce(u64, Option<&Bytes>) -> (T, Write)) -> StoreResult<T> {
+        let now = self.now_us();
+        let cap = self.inner.per_shard;
+        let mut s = self.shard(key);
+        let current = match s.live(key, now) {
+            None => None,
+            Some(Entry {
+                value: Value::Bytes(b), ..
+            }) => Some(b.clone()),
+            Some(Entry {
+                value: Value::Int(i), ..
+            }) => Some(Bytes::from(i.to_string())),
+        };
+        let (out, write) = f(now, current.as_ref());
+        match write {
+            Write::Keep => {}
+            Write::Delete => {
+                s.map.swap_remove(key);
+            }
+            Write::Set(value, ttl) => {
+                let entry = Entry {
+                    value: Value::Bytes(value),
+                    expires_us: now.saturating_add(ttl_us(ttl)),
+                };
+                s.insert(key, entry, cap, now);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Backend for MemoryStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         self.get_now(key)

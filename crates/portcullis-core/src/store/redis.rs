@@ -249,7 +249,8 @@ impl RedisStore {
     }
 
     /// Runs `op` on the connection, through the breaker and within `command_timeout`.
-    async fn call<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    /// Every Redis operation, the feature-specific scripts included, goes through here.
+    pub(crate) async fn call<T, F, Fut>(&self, op: F) -> StoreResult<T>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,

@@ -72,22 +72,22 @@ impl<T> Routed<T> {
     }
 }
 
-enum Backends {
+pub(super) enum Backends {
     Memory,
     #[cfg(feature = "redis")]
     Redis(RedisStore),
 }
 
-struct Inner {
-    prefix: String,
-    local: MemoryStore,
-    shared: Backends,
+pub(super) struct Inner {
+    pub(super) prefix: String,
+    pub(super) local: MemoryStore,
+    pub(super) shared: Backends,
 }
 
 /// The store the protections use. Clones share everything.
 #[derive(Clone)]
 pub struct SharedStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -182,7 +182,7 @@ impl SharedStore {
         k
     }
 
-    async fn fallback<T>(
+    pub(super) async fn fallback<T>(
         &self,
         mode: FailMode,
         local: impl std::future::Future<Output = StoreResult<T>>,

@@ -117,14 +117,25 @@ fn rss_kib() -> u64 {
 /// Inserts `n` distinct rate-limit keys (shaped like the gateway's, `portcullis:rl:ip:…`)
 /// and reports the memory they take.
 fn fill(n: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let store = MemoryStore::new(n as usize, Arc::new(SystemClock));
     let q = GcraParams::new(60, Duration::from_secs(60), 20).expect("valid quota");
     let before = rss_kib();
     rt.block_on(async {
         for i in 0..n {
-            let key = format!("portcullis:rl:ip:10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-            let key = if i >= 1 << 24 { format!("{key}:{i}") } else { key };
+            let key = format!(
+                "portcullis:rl:ip:10.{}.{}.{}",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            );
+            let key = if i >= 1 << 24 {
+                format!("{key}:{i}")
+            } else {
+                key
+            };
             store.gcra(&key, q, 1).await.expect("memory store");
         }
     });
@@ -139,7 +150,11 @@ fn fill(n: u64) {
 }
 
 fn main() {
-    if let Some(n) = std::env::args().skip_while(|a| a != "--fill").nth(1).and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::args()
+        .skip_while(|a| a != "--fill")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+    {
         fill(n);
         return;
     }

@@ -8,17 +8,21 @@
 //! - [`store`]: the in-memory and Redis backends with one semantics, and the routing
 //!   between them by fail mode;
 //! - [`breaker`]: the circuit breaker in front of Redis;
+//! - [`auth`]: usernames, password hashes, the users file and the login-lockout policy;
 //! - [`Secret`] for values that must never reach a log.
 //!
 //! Everything here is plain logic over plain types, tested without sockets (Redis
 //! excepted), on a [`ManualClock`] where time matters.
 
+pub mod auth;
 pub mod breaker;
 pub mod clock;
 pub mod net;
 pub mod ratelimit;
 pub mod secret;
+pub mod session;
 pub mod store;
+pub mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use secret::Secret;

@@ -113,6 +113,19 @@ pub fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
     None
 }
 
+/// The key of a client address for counters: an IPv4 address as is, an IPv6 address as
+/// its network of `v6_prefix` bits (one end site gets a /64 or a /56; keying on single
+/// IPv6 addresses would let one client be a billion keys).
+pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> String {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match ipnet::Ipv6Net::new(v6, v6_prefix.min(128)) {
+            Ok(net) => net.trunc().to_string(),
+            Err(_) => v6.to_string(),
+        },
+    }
+}
+
 /// The unspecified IPv4 address, for places that need an address before one is known.
 pub const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
@@ -122,6 +135,18 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ip_keys_group_v6_networks() {
+        assert_eq!(ip_key(ip("203.0.113.7"), 64), "203.0.113.7");
+        assert_eq!(ip_key(ip("::ffff:203.0.113.7"), 64), "203.0.113.7");
+        assert_eq!(ip_key(ip("2001:db8:1:2:3:4:5:6"), 64), "2001:db8:1:2::/64");
+        assert_eq!(ip_key(ip("2001:db8:1:2ff::1"), 56), "2001:db8:1:200::/56");
+        assert_eq!(
+            ip_key(ip("2001:db8:1:2ff::1"), 56),
+            ip_key(ip("2001:db8:1:200::9"), 56)
+        );
     }
 
     #[test]

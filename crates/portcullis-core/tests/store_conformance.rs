@@ -37,3 +37,21 @@ async fn redis_backend_conforms() {
     let store = redis_store(&server);
     conformance::run(&store, &RealTime, "t").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_lockout_conforms() {
+    let clock = ManualClock::new();
+    let store = portcullis_core::store::SharedStore::memory(
+        MemoryStore::new(100_000, Arc::new(clock.clone())),
+        "t",
+    );
+    conformance::run_lockout(&store, &FakeTime(clock), "t").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lockout_conforms() {
+    let server = RedisServer::start();
+    let local = MemoryStore::new(100_000, Arc::new(SystemClock));
+    let store = portcullis_core::store::SharedStore::redis(redis_store(&server), local, "t");
+    conformance::run_lockout(&store, &RealTime, "t").await;
+}

@@ -68,8 +68,101 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
     Ok(res)
 }
 
+/// A demo user: name, role, password.
+#[derive(Debug, Clone)]
+pub struct DemoUser {
+    /// The username.
+    pub name: &'static str,
+    /// Its role.
+    pub role: &'static str,
+    /// Its password, printed once.
+    pub password: String,
+}
+
+/// A random password: 20 letters and digits, from the operating system's randomness
+/// (through std's per-process random hash keys).
+fn random_password() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::with_capacity(20);
+    let s = std::collections::hash_map::RandomState::new();
+    for i in 0..20u64 {
+        let mut h = s.build_hasher();
+        h.write_u64(i);
+        out.push(char::from(
+            ALPHABET[(h.finish() % ALPHABET.len() as u64) as usize],
+        ));
+    }
+    out
+}
+
+/// Writes a users file with `alice` (role `user`) and `admin` (roles `user`, `admin`),
+/// random passwords, into `dir`; returns its path and the users.
+pub fn create_users(dir: &std::path::Path) -> Result<(std::path::PathBuf, Vec<DemoUser>), String> {
+    use portcullis_core::auth::password;
+    use portcullis_core::auth::username::canonicalize;
+    use portcullis_core::auth::users::{Role, UsersFile};
+    let path = dir.join("portcullis-demo-users.toml");
+    let mut file = UsersFile::new();
+    let users = vec![
+        DemoUser {
+            name: "alice",
+            role: "user",
+            password: random_password(),
+        },
+        DemoUser {
+            name: "admin",
+            role: "admin",
+            password: random_password(),
+        },
+    ];
+    for u in &users {
+        let mut roles = vec![Role::new("user").map_err(|e| e.to_string())?];
+        if u.role != "user" {
+            roles.push(Role::new(u.role).map_err(|e| e.to_string())?);
+        }
+        let phc = password::hash(&u.password).map_err(|e| e.to_string())?;
+        let name = canonicalize(u.name).map_err(|e| e.to_string())?;
+        file.upsert(name, phc, roles).map_err(|e| e.to_string())?;
+    }
+    file.save(&path).map_err(|e| e.to_string())?;
+    Ok((path, users))
+}
+
 /// The walkthrough printed at start.
-pub fn walkthrough(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> String {
+pub fn walkthrough(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    echo: SocketAddr,
+    users: &[DemoUser],
+) -> String {
+    let mut out = String::from("\nDemo users (passwords made for this run):\n");
+    for u in users {
+        out.push_str(&format!(
+            "  {:<6} role {:<6} password {}\n",
+            u.name, u.role, u.password
+        ));
+    }
+    let alice = users.first().map_or("", |u| u.password.as_str());
+    let admin_pw = users.get(1).map_or("", |u| u.password.as_str());
+    out.push_str(&format!(
+        "\nSign in, call the API, refresh, sign out:\n\n\
+         \x20 curl -s http://{listen}/auth/login -H 'content-type: application/json' \\\n\
+         \x20      -d '{{\"username\":\"alice\",\"password\":\"{alice}\"}}' | tee /tmp/portcullis-tokens.json\n\
+         \x20 TOKEN=$(sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/' /tmp/portcullis-tokens.json)\n\
+         \x20 REFRESH=$(sed -E 's/.*\"refresh_token\":\"([^\"]+)\".*/\\1/' /tmp/portcullis-tokens.json)\n\
+         \x20 curl -s http://{listen}/whoami -H \"authorization: Bearer $TOKEN\"      # the echo shows x-auth-subject: alice\n\
+         \x20 curl -s http://{listen}/auth/refresh -H 'content-type: application/json' -d \"{{\\\"refresh_token\\\":\\\"$REFRESH\\\"}}\"\n\
+         \x20 curl -si -X POST http://{listen}/auth/logout -H \"authorization: Bearer $TOKEN\"  # 204; the token is refused from now on\n\
+         \x20 curl -si http://{listen}/whoami -H \"authorization: Bearer $TOKEN\"      # 401 invalid-token\n\n\
+         Admin (password {admin_pw}): log in as admin, then\n\
+         \x20 curl -s http://{admin}/admin/security-events -H \"authorization: Bearer $ADMIN_TOKEN\"\n"
+    ));
+    out.push_str(&walkthrough_basics(listen, admin, echo));
+    out
+}
+
+fn walkthrough_basics(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> String {
     format!(
         "\nPortcullis demo: the gateway on http://{listen} protects a built-in echo upstream on http://{echo}.\n\
          Admin endpoints are on http://{admin}. Try:\n\n\

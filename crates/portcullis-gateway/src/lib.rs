@@ -7,10 +7,14 @@
 //! of the protections lives in [`stack`].
 
 pub mod admin;
+pub mod auth_routes;
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod health;
+pub mod identity;
+pub mod openapi;
 pub mod proxy;
 pub mod routes;
 pub mod server;
@@ -18,6 +22,7 @@ pub mod stack;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;
+pub mod users_cli;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +41,7 @@ pub struct Prepared {
     pub config: Config,
     tls: Option<TlsAcceptor>,
     proxy: Proxy,
+    auth: Option<Arc<identity::Auth>>,
     /// Where logs go, opened (a rotated file, or standard output).
     pub log_output: Option<Box<dyn std::io::Write + Send>>,
 }
@@ -83,6 +89,28 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
     if let Err(e) = state::check(&config.store) {
         errors.push(e);
     }
+    let auth = if config.auth.enabled {
+        match identity::Auth::new(&config.auth) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if config.auth.enabled
+        && config.auth.credentials_upstream.is_none()
+        && let Some(path) = &config.auth.users_file
+        && let Err(e) = portcullis_core::auth::users::UsersFile::load_or_empty(path)
+    {
+        errors.push(ConfigError {
+            key: "auth.users_file".into(),
+            origin: None,
+            message: e.to_string(),
+        });
+    }
     let log_output = match telemetry::log::open(&config.log) {
         Ok(o) => Some(o),
         Err(e) => {
@@ -95,11 +123,16 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
             config,
             tls,
             proxy,
+            auth,
             log_output,
         }),
         _ => Err(ConfigErrors(errors)),
     }
 }
+
+/// How often revocations made on other instances are pulled: a logout anywhere is
+/// enforced everywhere within this (DESIGN §9: within 1 s).
+const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How often histogram samples are folded into buckets.
 const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -113,7 +146,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
     let Prepared {
-        config, tls, proxy, ..
+        config,
+        tls,
+        proxy,
+        auth,
+        ..
     } = prepared;
     let main_listener = server::bind("listen", config.listen)?;
     let admin_listener = server::bind("admin_listen", config.admin_listen)?;
@@ -129,10 +166,26 @@ pub async fn serve(
     })?;
 
     let health = Arc::new(Health::new());
-    let store = state::build(&config.store)?;
+    let events = Arc::new(events::Events::new());
+    let store = state::build(&config.store, events.clone())?;
     health.register(Arc::new(state::StoreHealth::new(store.clone())));
     let maintenance = store.spawn_maintenance(state::MAINTENANCE_INTERVAL);
-    let gateway = stack::Gateway::new(&config, proxy);
+    if let Some(a) = &auth {
+        if a.keys().is_ephemeral() {
+            tracing::warn!(
+                "no auth.signing_key_file: tokens are signed with a key made at start-up; they die with a restart and other instances cannot verify them"
+            );
+        }
+        if a.cfg.users_file.is_none() && a.cfg.credentials_upstream.is_none() {
+            tracing::warn!(
+                "neither auth.users_file nor auth.credentials_upstream is set: every login fails"
+            );
+        }
+    }
+    let revocation_sync = auth
+        .as_ref()
+        .map(|a| a.spawn_revocation_sync(store.clone(), REVOCATION_POLL));
+    let gateway = stack::Gateway::new(&config, proxy, auth.clone(), store.clone(), events.clone());
     tracing::info!(
         listen = %listen,
         admin_listen = %admin_listen,
@@ -146,6 +199,9 @@ pub async fn serve(
     let admin_router = admin::router(admin::AdminState {
         health: health.clone(),
         metrics: metrics.clone(),
+        auth: auth.clone(),
+        store: store.clone(),
+        events: events.clone(),
     });
     let admin_task = tokio::spawn(async move {
         let _ = axum::serve(admin_listener, admin_router)
@@ -181,6 +237,9 @@ pub async fn serve(
     let _ = admin_task.await;
     upkeep.abort();
     maintenance.abort();
+    if let Some(t) = revocation_sync {
+        t.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

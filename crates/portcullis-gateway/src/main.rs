@@ -34,6 +34,50 @@ enum Command {
     CheckConfig(ServeArgs),
     /// Print every configuration option (key, environment variable, type, default, meaning) as Markdown.
     ConfigReference,
+    /// Manage the users file (argon2id password hashes).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Print a new Ed25519 signing key (PKCS#8 PEM) for auth.signing_key_file.
+    GenerateKey,
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Add a user; the password is read from the terminal, or one line of standard input.
+    Add {
+        /// The username (canonicalised: width-mapped, lower-cased, NFC).
+        name: String,
+        /// A role (repeat for several).
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+        /// The users file (else PORTCULLIS_AUTH_USERS_FILE).
+        #[arg(long, value_name = "FILE")]
+        users_file: Option<PathBuf>,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// The username.
+        name: String,
+        /// The users file (else PORTCULLIS_AUTH_USERS_FILE).
+        #[arg(long, value_name = "FILE")]
+        users_file: Option<PathBuf>,
+    },
+    /// Remove a user.
+    Remove {
+        /// The username.
+        name: String,
+        /// The users file (else PORTCULLIS_AUTH_USERS_FILE).
+        #[arg(long, value_name = "FILE")]
+        users_file: Option<PathBuf>,
+    },
+    /// List users and their roles.
+    List {
+        /// The users file (else PORTCULLIS_AUTH_USERS_FILE).
+        #[arg(long, value_name = "FILE")]
+        users_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +158,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig(args) => check_config(args.sources()),
+        Command::Users { command } => users(command),
+        Command::GenerateKey => match portcullis_core::token::KeySet::generate_pem() {
+            Ok(pem) => {
+                print!("{pem}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
         Command::Serve(args) => run(args.sources(), false),
         Command::Demo(args) => {
             let f = flags([
@@ -122,6 +177,38 @@ fn main() -> ExitCode {
                 ("upstream", "--upstream", None),
             ]);
             run(Sources::from_process(None, f), true)
+        }
+    }
+}
+
+fn users(command: UsersCommand) -> ExitCode {
+    use portcullis_gateway::users_cli;
+    let result = match command {
+        UsersCommand::Add {
+            name,
+            roles,
+            users_file,
+        } => users_cli::users_path(users_file).and_then(|p| users_cli::add(&p, &name, &roles)),
+        UsersCommand::Passwd { name, users_file } => {
+            users_cli::users_path(users_file).and_then(|p| users_cli::passwd(&p, &name))
+        }
+        UsersCommand::Remove { name, users_file } => {
+            users_cli::users_path(users_file).and_then(|p| users_cli::remove(&p, &name))
+        }
+        UsersCommand::List { users_file } => {
+            users_cli::users_path(users_file).and_then(|p| users_cli::list(&p))
+        }
+    };
+    match result {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }
@@ -176,10 +263,23 @@ fn run(sources: Sources, demo_mode: bool) -> ExitCode {
             Ok(c) => c,
             Err(e) => return report(&e),
         };
+        let mut demo_users = Vec::new();
         let echo = if demo_mode {
             match demo::start_echo().await {
                 Ok(addr) => {
                     config.upstream = Upstream::parse(&format!("http://{addr}")).ok();
+                    if config.auth.users_file.is_none() {
+                        match demo::create_users(&std::env::temp_dir()) {
+                            Ok((path, users)) => {
+                                config.auth.users_file = Some(path);
+                                demo_users = users;
+                            }
+                            Err(e) => {
+                                eprintln!("portcullis: cannot create the demo users: {e}");
+                                return ExitCode::from(EXIT_RUNTIME);
+                            }
+                        }
+                    }
                     Some(addr)
                 }
                 Err(e) => {
@@ -203,7 +303,12 @@ fn run(sources: Sources, demo_mode: bool) -> ExitCode {
         if let Some(echo) = echo {
             println!(
                 "{}",
-                demo::walkthrough(prepared.config.listen, prepared.config.admin_listen, echo)
+                demo::walkthrough(
+                    prepared.config.listen,
+                    prepared.config.admin_listen,
+                    echo,
+                    &demo_users
+                )
             );
         }
         let code = match serve(prepared, metrics, shutdown_signal()).await {

@@ -35,6 +35,23 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// What the stack knows about a request it forwards.
+#[derive(Clone, Copy, Debug)]
+pub struct Forward<'a> {
+    /// The normalised path.
+    pub path: &'a NormalizedPath,
+    /// The client.
+    pub client: &'a ClientInfo,
+    /// The connected peer's address as a header value.
+    pub peer: &'a HeaderValue,
+    /// The verified identity, if any.
+    pub identity: Option<&'a portcullis_core::token::Identity>,
+    /// The body limit.
+    pub body_limit: u64,
+    /// The end of `limits.request_timeout`.
+    pub deadline: Instant,
+}
+
 /// The upstream and a pool of connections to it.
 #[derive(Clone, Debug)]
 pub struct Proxy {
@@ -128,6 +145,44 @@ impl Proxy {
         })
     }
 
+    /// POSTs a JSON body to `path` on the upstream and reads the answer (at most
+    /// `max_body` bytes), within `deadline`: the credentials check of
+    /// `auth.credentials_upstream`.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: bytes::Bytes,
+        request_id: &HeaderValue,
+        max_body: usize,
+        deadline: Instant,
+    ) -> Result<(http::StatusCode, bytes::Bytes), String> {
+        let pq = format!("{}{path}", self.upstream.base_path);
+        let uri = Uri::from(PathAndQuery::try_from(pq).map_err(|e| e.to_string())?);
+        let req = Request::post(uri)
+            .header(header::HOST, self.host.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(portcullis::request_id::X_REQUEST_ID, request_id.clone())
+            .body(
+                http_body_util::Full::new(body)
+                    .map_err(|n| match n {})
+                    .boxed_unsync(),
+            )
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let res = self.pool.send(req).await.map_err(|e| e.to_string())?;
+            let status = res.status();
+            let body = http_body_util::Limited::new(res.into_body(), max_body)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .map_err(|_| "timed out".to_owned())?
+    }
+
     /// The upstream this proxy sends to.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
@@ -154,12 +209,16 @@ impl Proxy {
     pub async fn forward(
         &self,
         req: Request<Incoming>,
-        path: &NormalizedPath,
-        client: &ClientInfo,
-        peer: &HeaderValue,
-        body_limit: u64,
-        deadline: Instant,
+        f: Forward<'_>,
     ) -> Result<Response<Body>, Problem> {
+        let Forward {
+            path,
+            client,
+            peer,
+            identity,
+            body_limit,
+            deadline,
+        } = f;
         let (mut parts, incoming) = req.into_parts();
         let Some(uri) = self.target(path, parts.uri.query()) else {
             return Err(Problem::new(ProblemKind::BadRequest)
@@ -168,6 +227,9 @@ impl Proxy {
         let host = forwarded_host(&parts.headers, &parts.uri);
         strip_hop_by_hop(&mut parts.headers);
         set_forwarding_headers(&mut parts.headers, client, peer, host);
+        if let Some(who) = identity {
+            set_identity_headers(&mut parts.headers, who);
+        }
         parts.headers.insert(header::HOST, self.host.clone());
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -325,6 +387,20 @@ fn is_forwarding_header(name: &str) -> bool {
     let b = name.as_bytes();
     (b.len() == 9 && (name_eq(b, b"forwarded") || name_eq(b, b"x-real-ip")))
         || (b.len() > 12 && name_eq(b, b"x-forwarded-"))
+}
+
+static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+static X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
+
+/// Tells the upstream who the verified caller is: `X-Auth-Subject` and `X-Auth-Roles`
+/// (comma-separated). Clients' own such headers were removed before.
+pub fn set_identity_headers(headers: &mut HeaderMap, who: &portcullis_core::token::Identity) {
+    if let Ok(v) = HeaderValue::from_bytes(who.subject.as_bytes()) {
+        headers.insert(X_AUTH_SUBJECT.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_bytes(who.roles.join(",").as_bytes()) {
+        headers.insert(X_AUTH_ROLES.clone(), v);
+    }
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`, replacing what an untrusted peer sent,

@@ -15,6 +15,8 @@ pub struct Route {
     pub name: Arc<str>,
     pattern: Option<PathPattern>,
     methods: Option<Vec<Method>>,
+    /// Roles that may use it (one suffices); empty: anyone.
+    pub roles: Vec<String>,
     /// Its metric handles.
     pub metrics: RouteMetrics,
 }
@@ -42,6 +44,7 @@ impl Routes {
                 name: c.name.clone(),
                 pattern: Some(c.path.clone()),
                 methods: c.methods.clone(),
+                roles: c.roles.clone(),
                 metrics: RouteMetrics::new(c.name.clone()),
             })
             .collect();
@@ -52,6 +55,7 @@ impl Routes {
                 name: name.clone(),
                 pattern: None,
                 methods: None,
+                roles: Vec::new(),
                 metrics: RouteMetrics::new(name),
             },
         }

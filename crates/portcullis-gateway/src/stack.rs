@@ -11,8 +11,14 @@
 //!    parsing;
 //! 4. **path normalisation** (400) and **routing**: every later rule keys on the route,
 //!    and no spelling of a path may dodge it;
-//! 5. **declared body size** (413) before an upstream connection is taken;
-//! 6. **the upstream**, bounded by `limits.request_timeout`, bodies streamed.
+//! 5. **declared body size** (413) before anything reads a body;
+//! 6. **the gateway's own routes** (`/auth/*`, the JWKS): they carry their own
+//!    credentials, so they come before the identity decision;
+//! 7. **identity**: a presented token is verified (from a cache after the first time);
+//!    a refused one is a 401 whatever the route, two `Authorization` headers a 400;
+//! 8. **route roles**: 401 without an identity, 403 without the role;
+//! 9. **the upstream**, bounded by `limits.request_timeout`, bodies streamed, with the
+//!    verified identity in `X-Auth-Subject` / `X-Auth-Roles`.
 //!
 //! The access log line and the request metrics are written when the response head
 //! leaves, whatever the outcome.
@@ -30,9 +36,12 @@ use portcullis::{Problem, ProblemKind, Rejection};
 use portcullis_core::net::TrustedProxies;
 use tokio::time::Instant;
 
+use crate::auth_routes::{AuthRoute, AuthRoutes};
 use crate::body::Body;
 use crate::config::{Config, Limits};
-use crate::proxy::Proxy;
+use crate::events::{EventKind, Events};
+use crate::identity::{Auth, Verdict};
+use crate::proxy::{Forward, Proxy};
 use crate::routes::{Route, Routes};
 
 /// Everything the main listener needs to answer a request.
@@ -43,6 +52,9 @@ pub struct Gateway {
     routes: Routes,
     proxy: Proxy,
     redact_headers: Vec<String>,
+    auth: Option<Arc<Auth>>,
+    auth_routes: Option<AuthRoutes>,
+    events: Arc<Events>,
 }
 
 /// Where a request came in: made once per connection.
@@ -70,13 +82,25 @@ impl Conn {
 
 impl Gateway {
     /// Assembles the stack from a validated configuration.
-    pub fn new(cfg: &Config, proxy: Proxy) -> Arc<Self> {
+    pub fn new(
+        cfg: &Config,
+        proxy: Proxy,
+        auth: Option<Arc<Auth>>,
+        store: portcullis_core::store::SharedStore,
+        events: Arc<Events>,
+    ) -> Arc<Self> {
+        let auth_routes = auth
+            .as_ref()
+            .map(|a| AuthRoutes::new(a.clone(), store, events.clone(), proxy.clone()));
         Arc::new(Self {
             trusted: cfg.trusted_proxies.clone(),
             limits: cfg.limits.clone(),
             routes: Routes::new(&cfg.routes),
             proxy,
             redact_headers: cfg.log.redact_headers.clone(),
+            auth,
+            auth_routes,
+            events,
         })
     }
 
@@ -239,16 +263,132 @@ impl Gateway {
             );
         }
 
-        // 6. The upstream.
         let deadline = started + self.limits.request_timeout;
+
+        // 6. The gateway's own routes.
+        if let (Some(routes), Some(own)) = (&self.auth_routes, AuthRoute::find(path.match_key())) {
+            let res = routes
+                .handle(own, req, client.ip, id.as_str(), deadline)
+                .await;
+            return (res, route);
+        }
+
+        // 7. Identity.
+        let identity = match self.auth.as_ref().map(|a| a.identify(req.headers())) {
+            None | Some(Verdict::Anonymous) => None,
+            Some(Verdict::Verified(identity)) => Some(identity),
+            Some(Verdict::Ambiguous) => {
+                return refuse(
+                    Problem::new(ProblemKind::BadRequest)
+                        .detail("more than one Authorization header"),
+                    route,
+                );
+            }
+            Some(Verdict::Refused(e)) => {
+                let detail = format!(
+                    "{}; {}",
+                    e.reason(),
+                    req.headers()
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split_once(' '))
+                        .map(|(_, t)| portcullis_core::token::describe_header(t.trim()))
+                        .unwrap_or_default()
+                );
+                self.events.emit(
+                    EventKind::InvalidToken,
+                    &client.ip.to_string(),
+                    &detail,
+                    Some(id.as_str()),
+                );
+                let (mut res, r) = refuse(
+                    Problem::new(ProblemKind::InvalidToken).detail("the access token is not valid"),
+                    route,
+                );
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+                return (res, r);
+            }
+        };
+
+        // 8. Route roles.
+        if !route.roles.is_empty() {
+            match &identity {
+                None => {
+                    let (mut res, r) = refuse(
+                        Problem::new(ProblemKind::Unauthorized)
+                            .detail("this route needs an access token"),
+                        route,
+                    );
+                    res.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return (res, r);
+                }
+                Some(who) if !route.roles.iter().any(|r| who.has_role(r)) => {
+                    self.events.emit(
+                        EventKind::Forbidden,
+                        &who.subject,
+                        &format!(
+                            "route {} needs one of {}",
+                            route.name,
+                            route.roles.join(", ")
+                        ),
+                        Some(id.as_str()),
+                    );
+                    return refuse(
+                        Problem::new(ProblemKind::Forbidden)
+                            .detail("the access token lacks a role this route needs"),
+                        route,
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+
+        // 9. The upstream.
         match self
             .proxy
-            .forward(req, &path, client, &conn.peer_header, body_limit, deadline)
+            .forward(
+                req,
+                Forward {
+                    path: &path,
+                    client,
+                    peer: &conn.peer_header,
+                    identity: identity.as_deref(),
+                    body_limit,
+                    deadline,
+                },
+            )
             .await
         {
-            Ok(res) => (res, route),
+            Ok(mut res) => {
+                if identity.is_some() {
+                    private_when_authenticated(res.headers_mut());
+                }
+                (res, route)
+            }
             Err(p) => refuse(p, route),
         }
+    }
+}
+
+/// A response to an authenticated request must not be stored by shared caches: it leaves
+/// with `Cache-Control: private` unless the upstream already said `private` or
+/// `no-store`.
+fn private_when_authenticated(headers: &mut http::HeaderMap) {
+    let already = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim();
+            d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store")
+        });
+    if !already {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
 

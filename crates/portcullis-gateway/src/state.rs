@@ -34,13 +34,16 @@ pub fn check(cfg: &StoreConfig) -> Result<(), ConfigError> {
 /// Builds the store. Redis is connected lazily, so this never waits on the network and
 /// the gateway starts while Redis is down. Its calls and breaker changes are counted and
 /// logged by [`StoreMetrics`].
-pub fn build(cfg: &StoreConfig) -> Result<SharedStore, ConfigError> {
+pub fn build(
+    cfg: &StoreConfig,
+    events: Arc<crate::events::Events>,
+) -> Result<SharedStore, ConfigError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let local = MemoryStore::new(cfg.memory_max_keys, clock.clone());
     match &cfg.redis {
         None => Ok(SharedStore::memory(local, &cfg.key_prefix)),
         Some(r) => {
-            let observer: Arc<dyn StoreObserver> = Arc::new(StoreMetrics::new());
+            let observer: Arc<dyn StoreObserver> = Arc::new(StoreMetrics::new(events));
             let redis =
                 RedisStore::new(r.clone(), clock, observer).map_err(|message| ConfigError {
                     key: "redis.url".into(),

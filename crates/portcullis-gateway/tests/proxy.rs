@@ -595,11 +595,22 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 async fn logs_redact_secret_headers_and_escape_controls() {
     let up = Upstream::start();
     let gw = gateway(&up.url(), &[("PORTCULLIS_LOG_LEVEL", "debug")]);
-    let raw = b"GET /logged?password=canary-query HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer canary-token\r\nCookie: sid=canary-cookie\r\nX-Api-Key: canary-key\r\nX-Test: a\xc2\x85b\xe2\x80\xa8cd\r\nConnection: close\r\n\r\n";
+    // A bearer token that is refused must not reach the log either.
+    let refused = raw_exchange(
+        gw.listen,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer canary-bearer\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(refused.status(), Some(401));
+    let raw = b"GET /logged?password=canary-query HTTP/1.1\r\nHost: a\r\nAuthorization: Basic canary-token\r\nCookie: sid=canary-cookie\r\nX-Api-Key: canary-key\r\nX-Test: a\xc2\x85b\xe2\x80\xa8cd\r\nConnection: close\r\n\r\n";
     let r = raw_exchange(gw.listen, raw, Duration::from_secs(3)).await;
     assert_eq!(r.status(), Some(200), "{}", r.text());
     let line = gw
-        .wait_for_line(Duration::from_secs(5), |v| v["msg"] == "request headers")
+        .wait_for_line(Duration::from_secs(5), |v| {
+            v["msg"] == "request headers"
+                && v["headers"].as_str().is_some_and(|h| h.contains("x-test"))
+        })
         .expect("a debug line with the headers");
     let headers: Value = serde_json::from_str(line["headers"].as_str().unwrap()).unwrap();
     assert_eq!(headers["authorization"], "[redacted]");

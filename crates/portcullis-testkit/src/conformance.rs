@@ -245,3 +245,421 @@ async fn concurrent_gcra_admits_exactly_the_burst<B: Backend + Clone + 'static>(
     }
     assert_eq!(allowed, 20, "200 concurrent requests against a quota of 20");
 }
+
+// ---- login lockout, through `SharedStore` ----
+
+use portcullis_core::auth::{LockDecision, LockScope, LockoutPolicy, Username, canonicalize};
+use portcullis_core::store::{Routed, SharedStore};
+
+/// Short enough for real time on Redis: a lock of 200 ms doubling to at most 500 ms, a
+/// window of 1 s, 10 failures per account per hour, 8 per source per window.
+fn lockout_policy() -> LockoutPolicy {
+    LockoutPolicy {
+        max_failures: 3,
+        window: Duration::from_secs(1),
+        lock_for: Duration::from_millis(200),
+        max_lock: Duration::from_millis(500),
+        account_max_failures: 10,
+        ip_max_failures: 8,
+    }
+}
+
+fn shared<T: std::fmt::Debug>(r: Routed<T>, what: &str) -> T {
+    match r {
+        Routed::Shared(v) => v,
+        other => panic!("{what}: expected an answer from the shared store, got {other:?}"),
+    }
+}
+
+fn account(ns: &str, name: &str) -> Username {
+    canonicalize(&format!("{ns}-{name}")).expect("a valid test username")
+}
+
+/// Asserts `d` is a lock of `scope` with a wait close to `want`, and its `just_locked`.
+fn assert_locked(
+    d: LockDecision,
+    scope: LockScope,
+    want: Duration,
+    just: bool,
+    t: &impl Time,
+    what: &str,
+) {
+    match d {
+        LockDecision::Locked {
+            retry_after,
+            scope: got,
+            just_locked,
+        } => {
+            assert_eq!(got, scope, "{what}: scope");
+            assert_eq!(just_locked, just, "{what}: just_locked");
+            close_to(retry_after, want, t.slack(), what);
+        }
+        LockDecision::Allowed => panic!("{what}: allowed, expected a {scope:?} lock"),
+    }
+}
+
+/// The lockout rules of `portcullis_core::auth::lockout`, through [`SharedStore`]: pair
+/// locks that double up to the cap, the window, success, the account's hourly ceiling,
+/// the source's ceiling, refused usernames, admin unlock, and atomicity under concurrency.
+/// `ns` keeps accounts and sources of different runs apart.
+pub async fn run_lockout(store: &SharedStore, time: &impl Time, ns: &str) {
+    lockout_pair_locks_and_doubles(store, time, ns).await;
+    lockout_window_forgets(store, time, ns).await;
+    lockout_success_resets(store, time, ns).await;
+    lockout_account_ceiling_and_unlock(store, time, ns).await;
+    lockout_unlock_clears_pairs(store, ns).await;
+    lockout_source_ceiling(store, time, ns).await;
+    lockout_refused_usernames(store, ns).await;
+    lockout_concurrent_failures_lock_once(store, ns).await;
+}
+
+async fn lockout_pair_locks_and_doubles(s: &SharedStore, t: &impl Time, ns: &str) {
+    let p = lockout_policy();
+    let a = account(ns, "pair");
+    let src = format!("{ns}-src-pair");
+    for i in 0..2 {
+        let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+        assert_eq!(d, LockDecision::Allowed, "failure {i} below max_failures");
+    }
+    let d = shared(s.lockout_failure(&a, &src, &p).await, "third failure");
+    assert_locked(
+        d,
+        LockScope::Pair,
+        p.lock_for,
+        true,
+        t,
+        "the third failure locks",
+    );
+    let d = shared(s.lockout_check(&a, &src, &p).await, "check");
+    assert_locked(
+        d,
+        LockScope::Pair,
+        p.lock_for,
+        false,
+        t,
+        "locked pair, checked",
+    );
+    let victim = shared(
+        s.lockout_check(&a, &format!("{ns}-src-victim"), &p).await,
+        "victim",
+    );
+    assert_eq!(
+        victim,
+        LockDecision::Allowed,
+        "the account from another source"
+    );
+    let other = shared(
+        s.lockout_check(&account(ns, "other"), &src, &p).await,
+        "other",
+    );
+    assert_eq!(
+        other,
+        LockDecision::Allowed,
+        "another account from the source"
+    );
+
+    t.advance(p.lock_for + Duration::from_millis(10)).await;
+    let d = shared(s.lockout_check(&a, &src, &p).await, "after the lock");
+    assert_eq!(d, LockDecision::Allowed, "the lock ran out");
+    let d = shared(
+        s.lockout_failure(&a, &src, &p).await,
+        "failure after the lock",
+    );
+    assert_locked(
+        d,
+        LockScope::Pair,
+        2 * p.lock_for,
+        true,
+        t,
+        "the next lock doubles",
+    );
+    t.advance(2 * p.lock_for + Duration::from_millis(10)).await;
+    let d = shared(
+        s.lockout_failure(&a, &src, &p).await,
+        "failure after the second lock",
+    );
+    assert_locked(
+        d,
+        LockScope::Pair,
+        p.max_lock,
+        true,
+        t,
+        "the third lock is capped",
+    );
+}
+
+async fn lockout_window_forgets(s: &SharedStore, t: &impl Time, ns: &str) {
+    let p = lockout_policy();
+    let a = account(ns, "window");
+    let src = format!("{ns}-src-window");
+    for _ in 0..3 {
+        shared(s.lockout_failure(&a, &src, &p).await, "failure");
+    }
+    t.advance(p.window + Duration::from_millis(50)).await;
+    for i in 0..2 {
+        let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+        assert_eq!(d, LockDecision::Allowed, "failure {i} after a quiet window");
+    }
+    let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+    assert_locked(
+        d,
+        LockScope::Pair,
+        p.lock_for,
+        true,
+        t,
+        "the level was forgotten too",
+    );
+}
+
+async fn lockout_success_resets(s: &SharedStore, t: &impl Time, ns: &str) {
+    let p = lockout_policy();
+    let a = account(ns, "success");
+    let src = format!("{ns}-src-success-1");
+    for _ in 0..2 {
+        shared(s.lockout_failure(&a, &src, &p).await, "failure");
+    }
+    shared(s.lockout_success(&a, &src, &p).await, "success");
+    for i in 0..2 {
+        let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+        assert_eq!(d, LockDecision::Allowed, "failure {i} after a success");
+    }
+    // And the lock level: a pair locks, succeeds after the lock, locks again. (Another
+    // account: this one is close to its ceiling of 10.)
+    let a = account(ns, "success-2");
+    let src = format!("{ns}-src-success-2");
+    for _ in 0..3 {
+        shared(s.lockout_failure(&a, &src, &p).await, "failure");
+    }
+    t.advance(p.lock_for + Duration::from_millis(10)).await;
+    shared(s.lockout_success(&a, &src, &p).await, "success");
+    for _ in 0..2 {
+        let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+        assert_eq!(d, LockDecision::Allowed);
+    }
+    let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+    assert_locked(
+        d,
+        LockScope::Pair,
+        p.lock_for,
+        true,
+        t,
+        "the level was reset",
+    );
+}
+
+async fn lockout_account_ceiling_and_unlock(s: &SharedStore, t: &impl Time, ns: &str) {
+    let p = lockout_policy();
+    let a = account(ns, "ceiling");
+    let src = |i: u32| format!("{ns}-src-ceiling-{i}");
+    for i in 0..9 {
+        let d = shared(s.lockout_failure(&a, &src(i), &p).await, "failure");
+        assert_eq!(d, LockDecision::Allowed, "failure {i} below the ceiling");
+    }
+    let d = shared(s.lockout_failure(&a, &src(9), &p).await, "tenth failure");
+    let hour = portcullis_core::store::lockout::ACCOUNT_WINDOW;
+    // The hour started with the first failure, a moment ago.
+    let slack = t.slack() + Duration::from_secs(2);
+    let check_hour = |d: LockDecision, just: bool, what: &str| match d {
+        LockDecision::Locked {
+            retry_after,
+            scope,
+            just_locked,
+        } => {
+            assert_eq!((scope, just_locked), (LockScope::Account, just), "{what}");
+            assert!(
+                retry_after <= hour && retry_after + slack >= hour,
+                "{what}: {retry_after:?}"
+            );
+        }
+        LockDecision::Allowed => panic!("{what}: allowed over the ceiling"),
+    };
+    check_hour(d, true, "the tenth failure reaches the ceiling");
+    let d = shared(s.lockout_check(&a, &src(100), &p).await, "fresh source");
+    check_hour(d, false, "every source is refused");
+
+    assert!(
+        shared(s.lockout_unlock(&a).await, "unlock"),
+        "there was state"
+    );
+    let d = shared(s.lockout_check(&a, &src(100), &p).await, "after unlock");
+    assert_eq!(d, LockDecision::Allowed, "unlock lifts the ceiling");
+    // The pair (a, src 9) had one failure; unlock forgot it: three more lock it.
+    for _ in 0..2 {
+        let d = shared(s.lockout_failure(&a, &src(9), &p).await, "failure");
+        assert_eq!(d, LockDecision::Allowed, "the pair starts afresh");
+    }
+    let d = shared(s.lockout_failure(&a, &src(9), &p).await, "failure");
+    assert_locked(
+        d,
+        LockScope::Pair,
+        p.lock_for,
+        true,
+        t,
+        "a new count after unlock",
+    );
+}
+
+async fn lockout_unlock_clears_pairs(s: &SharedStore, ns: &str) {
+    let p = lockout_policy();
+    let a = account(ns, "unlock");
+    let src = format!("{ns}-src-unlock");
+    for _ in 0..3 {
+        shared(s.lockout_failure(&a, &src, &p).await, "failure");
+    }
+    assert!(shared(s.lockout_check(&a, &src, &p).await, "check").is_locked());
+    assert!(shared(s.lockout_unlock(&a).await, "unlock"));
+    let d = shared(s.lockout_check(&a, &src, &p).await, "after unlock");
+    assert_eq!(d, LockDecision::Allowed, "the locked pair is released");
+    for _ in 0..2 {
+        let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+        assert_eq!(d, LockDecision::Allowed, "its failures were forgotten");
+    }
+    let d = shared(s.lockout_failure(&a, &src, &p).await, "failure");
+    match d {
+        LockDecision::Locked { retry_after, .. } => {
+            assert!(retry_after <= p.lock_for, "and its level: {retry_after:?}");
+        }
+        LockDecision::Allowed => panic!("the third failure after unlock must lock"),
+    }
+    let nobody = account(ns, "never-seen");
+    assert!(
+        !shared(s.lockout_unlock(&nobody).await, "unlock"),
+        "nothing to clear"
+    );
+}
+
+async fn lockout_source_ceiling(s: &SharedStore, t: &impl Time, ns: &str) {
+    let p = lockout_policy();
+    let src = format!("{ns}-src-spray");
+    for i in 0..7 {
+        let d = shared(
+            s.lockout_failure(&account(ns, &format!("spray{i}")), &src, &p)
+                .await,
+            "failure",
+        );
+        assert_eq!(
+            d,
+            LockDecision::Allowed,
+            "failure {i} below the source ceiling"
+        );
+    }
+    let d = shared(
+        s.lockout_failure(&account(ns, "spray7"), &src, &p).await,
+        "failure",
+    );
+    assert_locked(
+        d,
+        LockScope::Source,
+        p.window,
+        true,
+        t,
+        "the eighth failure reaches it",
+    );
+    let d = shared(
+        s.lockout_check(&account(ns, "spray-new"), &src, &p).await,
+        "check",
+    );
+    assert!(
+        matches!(
+            d,
+            LockDecision::Locked {
+                scope: LockScope::Source,
+                ..
+            }
+        ),
+        "every account from the source: {d:?}"
+    );
+    let d = shared(
+        s.lockout_check(&account(ns, "spray0"), &format!("{ns}-src-elsewhere"), &p)
+            .await,
+        "check",
+    );
+    assert_eq!(d, LockDecision::Allowed, "the accounts from elsewhere");
+    t.advance(p.window + Duration::from_millis(50)).await;
+    let d = shared(
+        s.lockout_check(&account(ns, "spray-new"), &src, &p).await,
+        "check",
+    );
+    assert_eq!(d, LockDecision::Allowed, "the source's window ended");
+}
+
+async fn lockout_refused_usernames(s: &SharedStore, ns: &str) {
+    let p = lockout_policy();
+    let src = format!("{ns}-src-refused");
+    for i in 0..7 {
+        let d = shared(s.lockout_source_failure(&src, &p).await, "source failure");
+        assert_eq!(d, LockDecision::Allowed, "refused username {i}");
+    }
+    let d = shared(s.lockout_source_check(&src, &p).await, "source check");
+    assert_eq!(d, LockDecision::Allowed);
+    let d = shared(s.lockout_source_failure(&src, &p).await, "source failure");
+    assert!(d.just_locked(), "the eighth reaches the ceiling: {d:?}");
+    let d = shared(s.lockout_source_check(&src, &p).await, "source check");
+    assert!(matches!(
+        d,
+        LockDecision::Locked {
+            scope: LockScope::Source,
+            ..
+        }
+    ));
+    let a = account(ns, "refused");
+    let d = shared(s.lockout_check(&a, &src, &p).await, "check");
+    assert!(matches!(
+        d,
+        LockDecision::Locked {
+            scope: LockScope::Source,
+            ..
+        }
+    ));
+    let d = shared(
+        s.lockout_check(&a, &format!("{ns}-src-refused-2"), &p)
+            .await,
+        "check",
+    );
+    assert_eq!(d, LockDecision::Allowed, "no account was charged");
+}
+
+async fn lockout_concurrent_failures_lock_once(s: &SharedStore, ns: &str) {
+    // Long locks and high ceilings except the one under test: nothing expires or
+    // interferes during the burst.
+    let base = LockoutPolicy {
+        lock_for: Duration::from_secs(10),
+        max_lock: Duration::from_secs(10),
+        account_max_failures: 1000,
+        ip_max_failures: 1000,
+        ..lockout_policy()
+    };
+    let run = |a: Username, distinct_sources: bool, p: LockoutPolicy| {
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let s = s.clone();
+                let a = a.clone();
+                let src = if distinct_sources {
+                    format!("{ns}-src-burst-{i}")
+                } else {
+                    format!("{ns}-src-burst")
+                };
+                tokio::spawn(async move { s.lockout_failure(&a, &src, &p).await })
+            })
+            .collect::<Vec<_>>();
+        async move {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(shared(t.await.unwrap(), "concurrent failure"));
+            }
+            out
+        }
+    };
+    // One pair: exactly one failure locks it; only the two before it are allowed.
+    let got = run(account(ns, "burst-pair"), false, base).await;
+    assert_eq!(got.iter().filter(|d| d.just_locked()).count(), 1, "{got:?}");
+    assert_eq!(got.iter().filter(|d| !d.is_locked()).count(), 2, "{got:?}");
+    // One account from forty sources, a ceiling of 20: exactly one failure reaches it.
+    let p = LockoutPolicy {
+        account_max_failures: 20,
+        ..base
+    };
+    let got = run(account(ns, "burst-account"), true, p).await;
+    assert_eq!(got.iter().filter(|d| d.just_locked()).count(), 1, "{got:?}");
+    assert_eq!(got.iter().filter(|d| !d.is_locked()).count(), 19, "{got:?}");
+}

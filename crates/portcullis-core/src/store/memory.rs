@@ -320,17 +320,23 @@ impl MemoryStore {
     /// An atomic read-modify-write of one key, the in-memory counterpart of a Lua script:
     /// `f` sees the time (the store's microseconds, the same clock as TTLs) and the current
     /// value, and says what to write; the shard stays locked throughout.
-    pub(crate) fn update<T>(&self, key: &str, f: impl FnOnce(u64, Option<&Bytes>) -> (T, Write)) -> StoreResult<T> {
+    pub(crate) fn update<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(u64, Option<&Bytes>) -> (T, Write),
+    ) -> StoreResult<T> {
         let now = self.now_us();
         let cap = self.inner.per_shard;
         let mut s = self.shard(key);
         let current = match s.live(key, now) {
             None => None,
             Some(Entry {
-                value: Value::Bytes(b), ..
+                value: Value::Bytes(b),
+                ..
             }) => Some(b.clone()),
             Some(Entry {
-                value: Value::Int(i), ..
+                value: Value::Int(i),
+                ..
             }) => Some(Bytes::from(i.to_string())),
         };
         let (out, write) = f(now, current.as_ref());

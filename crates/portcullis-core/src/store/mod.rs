@@ -22,9 +22,11 @@
 //! needs no hash tag; multi-key operations put a shared `{tag}` in every key so a future
 //! Redis Cluster keeps them in one slot.
 
+pub mod lockout;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod sessions;
 pub mod shared;
 
 use std::fmt;

@@ -10,7 +10,6 @@ use std::time::Duration;
 /// The type of a key's value, with the bounds that the loader enforces and the
 /// reference documents.
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // Bool serves the sections still to land.
 pub(crate) enum Ty {
     /// `true` or `false`.
     Bool,
@@ -256,6 +255,138 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "Trial calls let through when half-open; all succeeding closes the breaker, any failing reopens it.",
     ),
     key(
+        "auth.enabled",
+        Ty::Bool,
+        "true",
+        "Verify access tokens, serve `/auth/*` and enforce route `roles`. Off: the gateway neither reads nor forwards identity.",
+    ),
+    key(
+        "auth.issuer",
+        Ty::Str,
+        "\"portcullis\"",
+        "`iss` of the access tokens the gateway issues, and the only one accepted from its own keys.",
+    ),
+    key(
+        "auth.audience",
+        Ty::Str,
+        "\"api\"",
+        "`aud` of the access tokens the gateway issues and requires.",
+    ),
+    secret(
+        "auth.signing_key_file",
+        Ty::Path,
+        "\"\"",
+        "Ed25519 private keys (PKCS#8 PEM, one or more): the last signs, all verify, so a new key can be added before the old one goes. Each `kid` is the key's JWK thumbprint. Empty: a new key at every start (tokens die with a restart; a warning says so).",
+    ),
+    key(
+        "auth.access_ttl",
+        Ty::Duration {
+            min: Duration::from_secs(10),
+            max: secs(3600),
+        },
+        "\"10m\"",
+        "Lifetime of an access token. At most 1h: it bounds how long a stolen token or a missed revocation lasts.",
+    ),
+    key(
+        "auth.refresh_ttl",
+        Ty::Duration {
+            min: secs(60),
+            max: secs(90 * DAY),
+        },
+        "\"7d\"",
+        "Absolute lifetime of a refresh family (a login session).",
+    ),
+    key(
+        "auth.refresh_idle_ttl",
+        Ty::Duration {
+            min: secs(60),
+            max: secs(90 * DAY),
+        },
+        "\"24h\"",
+        "A refresh family unused this long ends.",
+    ),
+    key(
+        "auth.refresh_reuse_grace",
+        Ty::Duration {
+            min: Duration::ZERO,
+            max: secs(300),
+        },
+        "\"10s\"",
+        "Within this time after a refresh, the spent token gets back the same successor (retries, parallel tabs); later, presenting it revokes the family. 0 for single-threaded clients.",
+    ),
+    key(
+        "auth.users_file",
+        Ty::Path,
+        "\"\"",
+        "Users and argon2id password hashes, managed by `portcullis users`. Used by `POST /auth/login` unless `auth.credentials_upstream` is set.",
+    ),
+    key(
+        "auth.credentials_upstream",
+        Ty::Str,
+        "\"\"",
+        "A path on the upstream that checks credentials instead of the users file: the gateway POSTs `{\"username\",\"password\"}`; 200 `{\"subject\",\"roles\"}` accepts, 401/403 refuses, anything else is 502.",
+    ),
+    key(
+        "auth.cookies",
+        Ty::Bool,
+        "false",
+        "Also set the tokens as `__Host-` cookies (`Secure; HttpOnly; SameSite=Strict; Path=/`) and read them back, for browser apps.",
+    ),
+    key(
+        "auth.lockout.max_failures",
+        Ty::Int {
+            min: 1,
+            max: 10_000,
+        },
+        "5",
+        "Failed logins per (account, source) within `window` that lock that pair.",
+    ),
+    key(
+        "auth.lockout.window",
+        Ty::Duration {
+            min: secs(1),
+            max: secs(DAY),
+        },
+        "\"15m\"",
+        "How long failures are remembered after the last one; also the per-source window.",
+    ),
+    key(
+        "auth.lockout.lock_for",
+        Ty::Duration {
+            min: secs(1),
+            max: secs(DAY),
+        },
+        "\"1m\"",
+        "The first lock of a pair; each further lock of the pair doubles it.",
+    ),
+    key(
+        "auth.lockout.max_lock",
+        Ty::Duration {
+            min: secs(1),
+            max: secs(7 * DAY),
+        },
+        "\"15m\"",
+        "The longest lock.",
+    ),
+    key(
+        "auth.lockout.account_max_failures",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        "100",
+        "Failed logins per account per hour, all sources together: a hard ceiling (ASVS: at most 100 an hour).",
+    ),
+    key(
+        "auth.lockout.ip_max_failures",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        "20",
+        "Failed logins per source within `window`, all accounts together: credential stuffing from one address stops here.",
+    ),
+    key(
         "memory.max_keys",
         Ty::Int {
             min: 1000,
@@ -381,6 +512,18 @@ pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
         Ty::Methods,
         "[\"*\"]",
         "Methods the route covers; `[\"*\"]` for all.",
+    ),
+    key(
+        "roles",
+        Ty::StrList,
+        "[]",
+        "Roles that may use the route; a caller needs one of them. Without an identity: 401; without the role: 403; the upstream is not reached. Empty: no identity required.",
+    ),
+    key(
+        "login.username_field",
+        Ty::Str,
+        "\"\"",
+        "Put account lockout in front of the upstream's own login route: the username is read from this JSON or form field of the request body; the upstream's 401 and 403 count as failures. Written `login = { username_field = \"email\" }`.",
     ),
 ];
 

@@ -386,7 +386,6 @@ impl<'a> Loader<'a> {
             .unwrap_or_else(|e| panic!("default of {} does not parse: {e}", def.key))
     }
 
-    #[allow(dead_code)] // the sections still to land use it
     pub(crate) fn boolean(&mut self, key: &'static str) -> bool {
         assert!(matches!(self.def(key).ty, Ty::Bool), "{key} is not a bool");
         self.get(key, value::boolean)
@@ -494,34 +493,56 @@ impl<'a> Loader<'a> {
     }
 
     fn collect_table(&mut self, table: &'a DeTable<'a>) {
+        self.collect_table_at(table, "");
+    }
+
+    /// Collects the keys of one table of an array of tables; inline tables inside it
+    /// (`login = { username_field = "email" }`) are read as dotted keys.
+    fn collect_table_at(&mut self, table: &'a DeTable<'a>, prefix: &str) {
         let Some((text, path)) = self.source.clone() else {
             return;
         };
         for (k, v) in table.iter() {
-            let name = k.get_ref().to_string();
+            let name = if prefix.is_empty() {
+                k.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", k.get_ref())
+            };
             let origin = Origin::File {
                 path: path.clone(),
                 line: line_of(text, k.span().start),
             };
-            match keys::find(self.defs, &name) {
-                Some(def) => {
-                    self.file.insert(def.key, (v.get_ref(), origin));
-                }
-                None => {
-                    let hint = match keys::suggest(&name, self.defs.iter().map(|d| d.key)) {
-                        Some(s) => format!("; did you mean {s}?"),
-                        None => {
-                            let known: Vec<&str> = self.defs.iter().map(|d| d.key).collect();
-                            format!("; known keys here: {}", known.join(", "))
-                        }
-                    };
-                    self.errors.push(ConfigError {
+            if let Some(def) = keys::find(self.defs, &name) {
+                self.file.insert(def.key, (v.get_ref(), origin));
+                continue;
+            }
+            if self
+                .defs
+                .iter()
+                .any(|d| d.key.starts_with(&format!("{name}.")))
+            {
+                match v.get_ref() {
+                    DeValue::Table(t) => self.collect_table_at(t, &name),
+                    _ => self.errors.push(ConfigError {
                         key: format!("{}{name}", self.prefix),
                         origin: Some(origin),
-                        message: format!("unknown key{hint}"),
-                    });
+                        message: format!("expected a table, e.g. {name} = {{ ... }}"),
+                    }),
                 }
+                continue;
             }
+            let hint = match keys::suggest(&name, self.defs.iter().map(|d| d.key)) {
+                Some(s) => format!("; did you mean {s}?"),
+                None => {
+                    let known: Vec<&str> = self.defs.iter().map(|d| d.key).collect();
+                    format!("; known keys here: {}", known.join(", "))
+                }
+            };
+            self.errors.push(ConfigError {
+                key: format!("{}{name}", self.prefix),
+                origin: Some(origin),
+                message: format!("unknown key{hint}"),
+            });
         }
     }
 

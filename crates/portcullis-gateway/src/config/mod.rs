@@ -49,6 +49,8 @@ pub struct Config {
     pub upstream_ca_file: Option<PathBuf>,
     /// Shared state.
     pub store: StoreConfig,
+    /// Identity.
+    pub auth: AuthConfig,
     /// Request limits.
     pub limits: Limits,
     /// Logging.
@@ -116,6 +118,52 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
+}
+
+/// Identity (`[auth]`).
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Verify tokens, serve `/auth/*`, enforce roles.
+    pub enabled: bool,
+    /// `iss` of our tokens.
+    pub issuer: String,
+    /// `aud` of our tokens.
+    pub audience: String,
+    /// Signing keys, else an ephemeral one.
+    pub signing_key_file: Option<PathBuf>,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Absolute refresh family lifetime.
+    pub refresh_ttl: Duration,
+    /// Idle refresh family lifetime.
+    pub refresh_idle_ttl: Duration,
+    /// Grace for the previous refresh token.
+    pub refresh_reuse_grace: Duration,
+    /// The users file.
+    pub users_file: Option<PathBuf>,
+    /// A path on the upstream that checks credentials.
+    pub credentials_upstream: Option<String>,
+    /// Tokens also as cookies.
+    pub cookies: bool,
+    /// Lockout settings.
+    pub lockout: LockoutConfig,
+}
+
+/// `[auth.lockout]`.
+#[derive(Clone, Debug)]
+pub struct LockoutConfig {
+    /// Failures per pair within `window` that lock it.
+    pub max_failures: u32,
+    /// Memory of failures; per-source window.
+    pub window: Duration,
+    /// First lock.
+    pub lock_for: Duration,
+    /// Longest lock.
+    pub max_lock: Duration,
+    /// Per account per hour.
+    pub account_max_failures: u32,
+    /// Per source per window.
+    pub ip_max_failures: u32,
 }
 
 /// Where state lives (`[redis]`, `[memory]`).
@@ -194,6 +242,10 @@ pub struct RouteConfig {
     pub path: PathPattern,
     /// Methods covered; `None` for all.
     pub methods: Option<Vec<Method>>,
+    /// Roles allowed (one suffices); empty: no identity required.
+    pub roles: Vec<String>,
+    /// Lockout in front of the upstream's login route: the username field.
+    pub login_username_field: Option<String>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -308,6 +360,7 @@ fn read(l: &mut Loader<'_>) -> Config {
     let upstream_ca_file = l.path("tls.upstream_ca_file");
 
     let store = read_store(l);
+    let auth = read_auth(l);
 
     let limits = Limits {
         body: l.size("limits.body"),
@@ -356,6 +409,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         tls,
         upstream_ca_file,
         store,
+        auth,
         limits,
         log,
         routes,
@@ -372,6 +426,72 @@ fn valid_log_filter(filter: &str) -> bool {
             LEVELS.contains(&level.to_ascii_lowercase().as_str())
         });
     directives_ok && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
+}
+
+fn valid_role(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 64
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+}
+
+fn read_auth(l: &mut Loader<'_>) -> AuthConfig {
+    let issuer = l.string("auth.issuer");
+    if issuer.trim().is_empty() {
+        l.error("auth.issuer", "must not be empty");
+    }
+    let audience = l.string("auth.audience");
+    if audience.trim().is_empty() {
+        l.error("auth.audience", "must not be empty");
+    }
+    let credentials_upstream = l.string("auth.credentials_upstream");
+    let credentials_upstream = if credentials_upstream.is_empty() {
+        None
+    } else if !credentials_upstream.starts_with('/')
+        || credentials_upstream.contains(['?', '#', ' '])
+    {
+        l.error(
+            "auth.credentials_upstream",
+            format!("expected a path on the upstream such as \"/internal/check-login\"; got {credentials_upstream:?}"),
+        );
+        None
+    } else {
+        Some(credentials_upstream)
+    };
+    let refresh_ttl = l.duration("auth.refresh_ttl");
+    let refresh_idle_ttl = l.duration("auth.refresh_idle_ttl");
+    let lockout = LockoutConfig {
+        max_failures: u32::try_from(l.int("auth.lockout.max_failures")).unwrap_or(5),
+        window: l.duration("auth.lockout.window"),
+        lock_for: l.duration("auth.lockout.lock_for"),
+        max_lock: l.duration("auth.lockout.max_lock"),
+        account_max_failures: u32::try_from(l.int("auth.lockout.account_max_failures"))
+            .unwrap_or(100),
+        ip_max_failures: u32::try_from(l.int("auth.lockout.ip_max_failures")).unwrap_or(20),
+    };
+    if lockout.max_lock < lockout.lock_for {
+        l.error(
+            "auth.lockout.max_lock",
+            format!(
+                "must be at least auth.lockout.lock_for ({})",
+                value::fmt_duration(lockout.lock_for)
+            ),
+        );
+    }
+    AuthConfig {
+        enabled: l.boolean("auth.enabled"),
+        issuer,
+        audience,
+        signing_key_file: l.path("auth.signing_key_file"),
+        access_ttl: l.duration("auth.access_ttl"),
+        refresh_ttl,
+        refresh_idle_ttl,
+        refresh_reuse_grace: l.duration("auth.refresh_reuse_grace"),
+        users_file: l.path("auth.users_file"),
+        credentials_upstream,
+        cookies: l.boolean("auth.cookies"),
+        lockout,
+    }
 }
 
 fn read_store(l: &mut Loader<'_>) -> StoreConfig {
@@ -484,12 +604,23 @@ fn read_routes(l: &mut Loader<'_>) -> Vec<RouteConfig> {
                     .collect(),
             )
         };
+        let roles = r.list("roles");
+        if let Some(bad) = roles.iter().find(|x| !valid_role(x)) {
+            r.error(
+                "roles",
+                format!("expected roles of lower-case letters, digits, '_' or '-' (at most 64); got {bad:?}"),
+            );
+        }
+        let field = r.string("login.username_field");
+        let login_username_field = (!field.is_empty()).then_some(field);
         l.absorb(r);
         if let Some(path) = path {
             routes.push(RouteConfig {
                 name: Arc::from(name),
                 path,
                 methods,
+                roles,
+                login_username_field,
             });
         }
     }

@@ -53,7 +53,6 @@ fn toml_display(v: &DeValue<'_>) -> String {
 
 pub(crate) type Parsed<T> = Result<T, String>;
 
-#[allow(dead_code)] // the sections still to land use it
 pub(crate) fn boolean(raw: Raw<'_>) -> Parsed<bool> {
     const WANT: &str = "expected true or false";
     match raw {

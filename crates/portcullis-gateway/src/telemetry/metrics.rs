@@ -42,6 +42,7 @@ impl Metrics {
             eprintln!("portcullis: a metrics recorder was already installed; keeping it");
         }
         describe_counter!(REQUESTS_TOTAL, "Requests answered, by route and status.");
+        describe_counter!(SECURITY_EVENTS, "Security events, by kind.");
         describe_histogram!(
             REQUEST_DURATION,
             metrics::Unit::Seconds,
@@ -102,19 +103,18 @@ pub const STORE_CALLS: &str = "portcullis_store_calls_total";
 /// Security events by kind.
 pub const SECURITY_EVENTS: &str = "portcullis_security_events_total";
 
-/// Counts store calls and breaker changes, and logs each change: the gateway's
-/// [`StoreObserver`](portcullis_core::store::StoreObserver).
+/// Counts store calls and breaker changes, and raises each change as a security event:
+/// the gateway's [`StoreObserver`](portcullis_core::store::StoreObserver).
 #[derive(Debug)]
 pub struct StoreMetrics {
     calls: [metrics::Counter; 4],
     breaker: metrics::Gauge,
-    opened: Counter,
-    closed: Counter,
+    events: std::sync::Arc<crate::events::Events>,
 }
 
 impl StoreMetrics {
     /// Handles for the `redis` backend (the memory backend makes no remote calls).
-    pub fn new() -> Self {
+    pub fn new(events: std::sync::Arc<crate::events::Events>) -> Self {
         describe_counter!(
             STORE_CALLS,
             "Calls to the shared store, by backend and result."
@@ -123,7 +123,6 @@ impl StoreMetrics {
             BREAKER_STATE,
             "Breaker state by backend: 0 closed, 1 open, 2 half-open."
         );
-        describe_counter!(SECURITY_EVENTS, "Security events, by kind.");
         let call =
             |result: &'static str| counter!(STORE_CALLS, "backend" => "redis", "result" => result);
         let gauge = metrics::gauge!(BREAKER_STATE, "backend" => "redis");
@@ -136,15 +135,8 @@ impl StoreMetrics {
                 call("short_circuited"),
             ],
             breaker: gauge,
-            opened: counter!(SECURITY_EVENTS, "kind" => "breaker_opened"),
-            closed: counter!(SECURITY_EVENTS, "kind" => "breaker_closed"),
+            events,
         }
-    }
-}
-
-impl Default for StoreMetrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -167,29 +159,21 @@ impl portcullis_core::store::StoreObserver for StoreMetrics {
         to: portcullis_core::breaker::BreakerState,
         reason: &str,
     ) {
+        use crate::events::EventKind;
         use portcullis_core::breaker::BreakerState;
         self.breaker.set(to.gauge());
         match to {
             BreakerState::Open => {
-                self.opened.increment(1);
-                tracing::warn!(
-                    target: "portcullis::security",
-                    event = "breaker_opened",
-                    backend,
-                    from = from.as_str(),
-                    reason,
-                    "the breaker opened: features use their fallback until the store recovers"
+                let detail = format!(
+                    "{reason} (was {}): features use their fallback",
+                    from.as_str()
                 );
+                self.events
+                    .emit(EventKind::BreakerOpened, backend, &detail, None);
             }
             BreakerState::Closed => {
-                self.closed.increment(1);
-                tracing::warn!(
-                    target: "portcullis::security",
-                    event = "breaker_closed",
-                    backend,
-                    reason,
-                    "the breaker closed: the shared store is used again"
-                );
+                self.events
+                    .emit(EventKind::BreakerClosed, backend, reason, None);
             }
             BreakerState::HalfOpen => {
                 tracing::info!(target: "portcullis::store", backend, reason, "the breaker is half-open: probing");

@@ -1,0 +1,190 @@
+//! `GET /admin/openapi.json`: OpenAPI 3.1 for every auth and admin route, generated from
+//! the table below, which the routers are checked against by a test, so the document
+//! cannot drift from what is served.
+
+use serde_json::{Map, Value, json};
+
+/// One documented operation.
+#[derive(Debug)]
+pub struct Operation {
+    /// `get`, `post`, `put` or `delete`.
+    pub method: &'static str,
+    /// The path, with `{parameters}`.
+    pub path: &'static str,
+    /// Main or admin listener.
+    pub listener: &'static str,
+    /// A one-line summary.
+    pub summary: &'static str,
+    /// Whether a bearer token with the `admin` role is required.
+    pub admin: bool,
+    /// The request body's schema.
+    pub request: Option<fn() -> Value>,
+    /// Status codes and what they mean.
+    pub responses: &'static [(&'static str, &'static str)],
+}
+
+fn login_body() -> Value {
+    json!({"type": "object", "required": ["username", "password"], "properties": {
+        "username": {"type": "string"}, "password": {"type": "string", "format": "password"}}})
+}
+
+fn refresh_body() -> Value {
+    json!({"type": "object", "properties": {"refresh_token": {"type": "string"}},
+        "description": "In cookie mode the __Host-refresh cookie may replace the body."})
+}
+
+/// Every auth and admin operation.
+pub static OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "post",
+        path: "/auth/login",
+        listener: "main",
+        summary: "Exchange a username and password for an access token and a refresh token",
+        admin: false,
+        request: Some(login_body),
+        responses: &[
+            (
+                "200",
+                "Tokens: access_token, token_type, expires_in, refresh_token",
+            ),
+            ("400", "Malformed body or refused username"),
+            ("401", "Bad credentials"),
+            (
+                "429",
+                "Locked or throttled (Retry-After); the same whether or not the account exists",
+            ),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/auth/refresh",
+        listener: "main",
+        summary: "Rotate a refresh token: the old one is spent, a new pair returned",
+        admin: false,
+        request: Some(refresh_body),
+        responses: &[
+            ("200", "A new token pair"),
+            (
+                "401",
+                "Invalid, expired or reused refresh token (reuse revokes the session)",
+            ),
+            ("503", "The session store is unavailable (Retry-After)"),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/auth/logout",
+        listener: "main",
+        summary: "Revoke the caller's session (its refresh tokens and access tokens) on every instance",
+        admin: false,
+        request: Some(refresh_body),
+        responses: &[
+            ("204", "Revoked"),
+            ("401", "No valid access token or refresh token"),
+            ("503", "The session store is unavailable (Retry-After)"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/.well-known/jwks.json",
+        listener: "main",
+        summary: "The gateway's public signing keys (JWK Set)",
+        admin: false,
+        request: None,
+        responses: &[("200", "A JWK Set")],
+    },
+    Operation {
+        method: "get",
+        path: "/admin/security-events",
+        listener: "admin",
+        summary: "The most recent security events, newest first (?limit=N, at most 1000)",
+        admin: true,
+        request: None,
+        responses: &[
+            ("200", "{\"events\": [...]}"),
+            ("401", "No valid token"),
+            ("403", "Not an admin"),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/admin/accounts/{username}/unlock",
+        listener: "admin",
+        summary: "Clear an account's lockout: its hourly ceiling and every (account, source) lock",
+        admin: true,
+        request: None,
+        responses: &[
+            ("200", "{\"unlocked\": true|false}"),
+            ("400", "Refused username"),
+            ("401", "No valid token"),
+            ("403", "Not an admin"),
+            ("503", "The store is unavailable"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/admin/openapi.json",
+        listener: "admin",
+        summary: "This document",
+        admin: true,
+        request: None,
+        responses: &[
+            ("200", "OpenAPI 3.1"),
+            ("401", "No valid token"),
+            ("403", "Not an admin"),
+        ],
+    },
+];
+
+fn problem_schema() -> Value {
+    json!({"type": "object", "required": ["type", "title", "status"], "properties": {
+        "type": {"type": "string", "format": "uri"}, "title": {"type": "string"},
+        "status": {"type": "integer"}, "detail": {"type": "string"}, "request_id": {"type": "string"}}})
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let mut responses = Map::new();
+        for (code, desc) in op.responses {
+            let content = if code.starts_with('2') {
+                json!({"application/json": {}})
+            } else {
+                json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}})
+            };
+            responses.insert(
+                (*code).into(),
+                json!({"description": desc, "content": content}),
+            );
+        }
+        let mut o = json!({
+            "summary": op.summary,
+            "tags": [op.listener],
+            "responses": responses,
+        });
+        if op.admin {
+            o["security"] = json!([{"bearer": []}]);
+        }
+        if op.path.contains("{username}") {
+            o["parameters"] = json!([{"name": "username", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        }
+        if let Some(body) = op.request {
+            o["requestBody"] = json!({"content": {"application/json": {"schema": body()}}});
+        }
+        let entry = paths
+            .entry(op.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[op.method] = o;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Portcullis gateway", "version": env!("CARGO_PKG_VERSION"),
+            "description": "The gateway's own routes. `main` routes are on the main listener, `admin` routes on the admin listener and need a bearer access token with the admin role."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {"Problem": problem_schema()},
+        },
+    })
+}

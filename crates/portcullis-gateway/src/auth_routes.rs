@@ -11,6 +11,10 @@
 //! - Logout revokes the session everywhere within a second.
 //! - Every answer carrying a token is `Cache-Control: no-store`.
 
+// Refusals are returned as the response to send (`Result<_, Response<Body>>`): one per
+// request, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,6 +176,92 @@ fn invalid_token(id: &str, detail: &'static str) -> Response<Body> {
     let mut res = problem(Problem::new(ProblemKind::InvalidToken).detail(detail), id);
     www_authenticate(&mut res, true);
     res
+}
+
+/// A login through the upstream's own login route (a route with `login = { username_field
+/// = "…" }`), between the lockout check and the upstream's answer.
+#[derive(Debug)]
+pub struct UpstreamLogin<'a> {
+    routes: &'a AuthRoutes,
+    account: Option<Username>,
+    source: String,
+    id: String,
+    _in_flight: Option<InFlight<'a>>,
+}
+
+impl std::fmt::Debug for InFlight<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
+impl UpstreamLogin<'_> {
+    /// Records the upstream's answer: 401 or 403 is a failed login, 2xx a success.
+    pub async fn finish(self, status: StatusCode) {
+        let r = self.routes;
+        let failed = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+        match (&self.account, failed) {
+            (Some(account), true) => {
+                let after = r
+                    .store
+                    .lockout_failure(account, &self.source, &r.policy)
+                    .await;
+                r.lockout_event(after.value(), account.as_str(), &self.source, &self.id);
+            }
+            (None, true) => {
+                let _ = r
+                    .store
+                    .lockout_source_failure(&self.source, &r.policy)
+                    .await;
+            }
+            (Some(account), false) if status.is_success() => {
+                let _ = r
+                    .store
+                    .lockout_success(account, &self.source, &r.policy)
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The username a login request carries in `field`: a top-level member of a JSON object,
+/// or a field of a URL-encoded form.
+pub fn login_username(headers: &http::HeaderMap, body: &[u8], field: &str) -> Option<String> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        return std::str::from_utf8(body).ok()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k)? == field).then(|| form_decode(v)).flatten()
+        });
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get(field)?.as_str().map(str::to_owned)
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 #[derive(Deserialize)]
@@ -401,6 +491,92 @@ impl AuthRoutes {
         }
     }
 
+    fn lockout_event(&self, after: Option<LockDecision>, account: &str, source: &str, id: &str) {
+        if let Some(d) = after
+            && d.just_locked()
+            && let LockDecision::Locked {
+                scope, retry_after, ..
+            } = d
+        {
+            self.events.emit(
+                EventKind::Lockout,
+                &format!("{account}@{source}"),
+                &format!("{} locked for {}s", scope.as_str(), retry_after.as_secs()),
+                Some(id),
+            );
+        }
+    }
+
+    /// Begins a login through the upstream's own route: the same lockout as `/auth/login`
+    /// (a refused or locked attempt never reaches the upstream).
+    pub async fn upstream_login_begin(
+        &self,
+        raw_username: Option<String>,
+        client_ip: std::net::IpAddr,
+        id: &str,
+    ) -> Result<UpstreamLogin<'_>, Response<Body>> {
+        let source = ip_key(client_ip, LOCKOUT_V6_PREFIX);
+        let account = match raw_username.as_deref().map(username::canonicalize) {
+            None => None,
+            Some(Ok(u)) => Some(u),
+            Some(Err(e)) => {
+                let d = self
+                    .store
+                    .lockout_source_failure(&source, &self.policy)
+                    .await;
+                if let Some(d) = d.value().filter(LockDecision::is_locked) {
+                    return Err(self.throttled(d, "-", &source, id));
+                }
+                return Err(problem(
+                    Problem::new(ProblemKind::BadRequest).detail(e.to_string()),
+                    id,
+                ));
+            }
+        };
+        let in_flight = match &account {
+            Some(a) => Some(self.claim(a, &source, id)?),
+            None => None,
+        };
+        let decision = match &account {
+            Some(a) => self.store.lockout_check(a, &source, &self.policy).await,
+            None => self.store.lockout_source_check(&source, &self.policy).await,
+        };
+        if let Some(d) = decision.value().filter(LockDecision::is_locked) {
+            let who = account.as_ref().map_or("-", Username::as_str);
+            return Err(self.throttled(d, who, &source, id));
+        }
+        Ok(UpstreamLogin {
+            routes: self,
+            account,
+            source,
+            id: id.to_owned(),
+            _in_flight: in_flight,
+        })
+    }
+
+    /// Marks `account`'s login in flight, or refuses a second concurrent one.
+    fn claim(
+        &self,
+        account: &Username,
+        source: &str,
+        id: &str,
+    ) -> Result<InFlight<'_>, Response<Body>> {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(account.as_str().to_owned()) {
+            drop(set);
+            let busy = LockDecision::Locked {
+                retry_after: Duration::from_secs(1),
+                scope: portcullis_core::auth::lockout::LockScope::Account,
+                just_locked: false,
+            };
+            return Err(self.throttled(busy, account.as_str(), source, id));
+        }
+        Ok(InFlight {
+            set: &self.in_flight,
+            account: account.as_str().to_owned(),
+        })
+    }
+
     async fn login(
         &self,
         req: Request<Incoming>,
@@ -436,21 +612,9 @@ impl AuthRoutes {
                 );
             }
         };
-        let _in_flight = {
-            let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            if !set.insert(account.as_str().to_owned()) {
-                drop(set);
-                let busy = LockDecision::Locked {
-                    retry_after: Duration::from_secs(1),
-                    scope: portcullis_core::auth::lockout::LockScope::Account,
-                    just_locked: false,
-                };
-                return self.throttled(busy, account.as_str(), &source, id);
-            }
-            InFlight {
-                set: &self.in_flight,
-                account: account.as_str().to_owned(),
-            }
+        let _in_flight = match self.claim(&account, &source, id) {
+            Ok(g) => g,
+            Err(res) => return res,
         };
         if let Some(d) = self
             .store
@@ -470,19 +634,7 @@ impl AuthRoutes {
                 .store
                 .lockout_failure(&account, &source, &self.policy)
                 .await;
-            if let Some(d) = after.value()
-                && d.just_locked()
-                && let LockDecision::Locked {
-                    scope, retry_after, ..
-                } = d
-            {
-                self.events.emit(
-                    EventKind::Lockout,
-                    &format!("{}@{source}", account.as_str()),
-                    &format!("{} locked for {}s", scope.as_str(), retry_after.as_secs()),
-                    Some(id),
-                );
-            }
+            self.lockout_event(after.value(), account.as_str(), &source, id);
             let mut res = problem(
                 Problem::new(ProblemKind::Unauthorized).detail("invalid username or password"),
                 id,

@@ -11,7 +11,8 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE, HeaderValue};
 use portcullis_core::session::Revocations;
 use portcullis_core::store::SharedStore;
-use portcullis_core::token::{Identity, KeySet, LEEWAY, TokenError, Verifier};
+use portcullis_core::token::external::{External, ExternalIssuers};
+use portcullis_core::token::{Identity, KeySet, LEEWAY, TokenError, Verifier, read_header};
 use portcullis_core::{Clock, SystemClock};
 
 use crate::config::{AuthConfig, ConfigError};
@@ -45,11 +46,18 @@ pub struct Auth {
     pub revocations: Arc<Revocations>,
     /// The time source.
     pub clock: Arc<dyn Clock>,
+    /// External issuers, verified with their published keys.
+    pub issuers: ExternalIssuers,
+    /// TLS settings for fetching their keys.
+    pub fetch_tls: Arc<rustls::ClientConfig>,
 }
 
 impl Auth {
     /// Loads the signing keys (or makes an ephemeral one) and builds the verifier.
-    pub fn new(cfg: &AuthConfig) -> Result<Self, ConfigError> {
+    pub fn new(
+        cfg: &AuthConfig,
+        fetch_tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ConfigError> {
         let keys = match &cfg.signing_key_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -75,6 +83,8 @@ impl Auth {
             cfg: cfg.clone(),
             revocations: Arc::new(Revocations::new()),
             clock,
+            issuers: ExternalIssuers::new(cfg.issuers.clone()),
+            fetch_tls,
         })
     }
 
@@ -106,8 +116,34 @@ impl Auth {
         self.verify(token)
     }
 
-    /// Verifies one access token, the revocation list included.
+    /// Verifies one access token, the revocation list included: the gateway's own, or
+    /// one from a configured external issuer.
     pub fn verify(&self, token: &str) -> Verdict {
+        if !self.issuers.is_empty()
+            && let Ok(header) = read_header(token)
+            && !header
+                .kid
+                .as_deref()
+                .is_some_and(|k| self.verifier.is_own_kid(k))
+            && let Some(alg) = header.alg.as_deref()
+            && let Some(outcome) =
+                self.issuers
+                    .verify(token, alg, header.kid.as_deref(), self.clock.as_ref())
+        {
+            return match outcome {
+                External::Verified(id) => Verdict::Verified(Arc::new(id)),
+                External::Refused(e) => Verdict::Refused(e),
+                External::UnknownKid(issuer) => {
+                    // Perhaps the issuer rotated its keys: fetch them again (at a bounded
+                    // rate), and refuse this token meanwhile.
+                    if issuer.wants_fetch(std::time::Instant::now(), true) {
+                        let tls = self.fetch_tls.clone();
+                        tokio::spawn(async move { crate::jwks::refresh(&issuer, &tls).await });
+                    }
+                    Verdict::Refused(TokenError::UnknownKey)
+                }
+            };
+        }
         match self.verifier.verify(token) {
             Ok(id) => {
                 if id

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod events;
 pub mod health;
 pub mod identity;
+pub mod jwks;
 pub mod openapi;
 pub mod proxy;
 pub mod routes;
@@ -90,7 +91,17 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
         errors.push(e);
     }
     let auth = if config.auth.enabled {
-        match identity::Auth::new(&config.auth) {
+        let fetch_tls = match proxy::client_tls(&config) {
+            Ok(mut c) => {
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(c)
+            }
+            Err(e) => {
+                errors.push(e);
+                return Err(ConfigErrors(errors));
+            }
+        };
+        match identity::Auth::new(&config.auth, fetch_tls) {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 errors.push(e);
@@ -185,6 +196,10 @@ pub async fn serve(
     let revocation_sync = auth
         .as_ref()
         .map(|a| a.spawn_revocation_sync(store.clone(), REVOCATION_POLL));
+    let jwks_refresher = auth
+        .as_ref()
+        .filter(|a| !a.issuers.is_empty())
+        .map(|a| jwks::spawn_refresher(a.issuers.all().to_vec(), a.fetch_tls.clone()));
     let gateway = stack::Gateway::new(&config, proxy, auth.clone(), store.clone(), events.clone());
     tracing::info!(
         listen = %listen,
@@ -238,6 +253,9 @@ pub async fn serve(
     upkeep.abort();
     maintenance.abort();
     if let Some(t) = revocation_sync {
+        t.abort();
+    }
+    if let Some(t) = jwks_refresher {
         t.abort();
     }
     tracing::info!("stopped");

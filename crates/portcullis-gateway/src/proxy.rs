@@ -18,7 +18,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use portcullis::client::ClientInfo;
 use portcullis::path::NormalizedPath;
 use portcullis::{Problem, ProblemKind};
@@ -61,7 +60,7 @@ pub struct Proxy {
 }
 
 /// Builds the TLS client configuration: the system's roots plus `tls.upstream_ca_file`.
-fn client_tls(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> {
+pub fn client_tls(cfg: &Config) -> Result<rustls::ClientConfig, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -206,11 +205,15 @@ impl Proxy {
 
     /// Sends `req` upstream and returns the response, streaming both bodies; refusals and
     /// failures come back as the problem to answer with.
-    pub async fn forward(
+    pub async fn forward<B>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         f: Forward<'_>,
-    ) -> Result<Response<Body>, Problem> {
+    ) -> Result<Response<Body>, Problem>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<portcullis::BoxError>,
+    {
         let Forward {
             path,
             client,

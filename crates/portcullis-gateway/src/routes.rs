@@ -17,6 +17,8 @@ pub struct Route {
     methods: Option<Vec<Method>>,
     /// Roles that may use it (one suffices); empty: anyone.
     pub roles: Vec<String>,
+    /// Lockout in front of the upstream's login route: the username field.
+    pub login_username_field: Option<String>,
     /// Its metric handles.
     pub metrics: RouteMetrics,
 }
@@ -45,6 +47,7 @@ impl Routes {
                 pattern: Some(c.path.clone()),
                 methods: c.methods.clone(),
                 roles: c.roles.clone(),
+                login_username_field: c.login_username_field.clone(),
                 metrics: RouteMetrics::new(c.name.clone()),
             })
             .collect();
@@ -56,6 +59,7 @@ impl Routes {
                 pattern: None,
                 methods: None,
                 roles: Vec::new(),
+                login_username_field: None,
                 metrics: RouteMetrics::new(name),
             },
         }

@@ -17,8 +17,11 @@
 //! 7. **identity**: a presented token is verified (from a cache after the first time);
 //!    a refused one is a 401 whatever the route, two `Authorization` headers a 400;
 //! 8. **route roles**: 401 without an identity, 403 without the role;
-//! 9. **the upstream**, bounded by `limits.request_timeout`, bodies streamed, with the
-//!    verified identity in `X-Auth-Subject` / `X-Auth-Roles`.
+//! 9. **lockout before an upstream login route** (`login = {…}`): the body is read (16 KiB
+//!    at most) for the username; a locked attempt never reaches the upstream, and the
+//!    upstream's 401/403 count as failures;
+//! 10. **the upstream**, bounded by `limits.request_timeout`, bodies streamed, with the
+//!     verified identity in `X-Auth-Subject` / `X-Auth-Roles`.
 //!
 //! The access log line and the request metrics are written when the response head
 //! leaves, whatever the outcome.
@@ -28,6 +31,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis::client::ClientInfo;
 use portcullis::path::normalize;
@@ -347,7 +351,54 @@ impl Gateway {
             }
         }
 
-        // 9. The upstream.
+        // 9. Lockout in front of the upstream's own login route.
+        if let (Some(field), Some(routes)) = (&route.login_username_field, &self.auth_routes) {
+            let (parts, body) = req.into_parts();
+            let limit = usize::try_from(body_limit.min(LOGIN_BODY_LIMIT)).unwrap_or(usize::MAX);
+            let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return refuse(
+                        Problem::new(ProblemKind::PayloadTooLarge)
+                            .detail("the login body is larger than the limit")
+                            .close_connection(),
+                        route,
+                    );
+                }
+            };
+            let raw = crate::auth_routes::login_username(&parts.headers, &bytes, field);
+            let guard = match routes
+                .upstream_login_begin(raw, client.ip, id.as_str())
+                .await
+            {
+                Ok(g) => g,
+                Err(res) => return (res, route),
+            };
+            let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
+            let forwarded = self
+                .proxy
+                .forward(
+                    req,
+                    Forward {
+                        path: &path,
+                        client,
+                        peer: &conn.peer_header,
+                        identity: identity.as_deref(),
+                        body_limit,
+                        deadline,
+                    },
+                )
+                .await;
+            return match forwarded {
+                Ok(res) => {
+                    guard.finish(res.status()).await;
+                    (res, route)
+                }
+                Err(p) => refuse(p, route),
+            };
+        }
+
+        // 10. The upstream.
         match self
             .proxy
             .forward(
@@ -373,6 +424,9 @@ impl Gateway {
         }
     }
 }
+
+/// Largest body read on a route with `login = {…}` (the username is taken from it).
+const LOGIN_BODY_LIMIT: u64 = 16 * 1024;
 
 /// A response to an authenticated request must not be stored by shared caches: it leaves
 /// with `Cache-Control: private` unless the upstream already said `private` or

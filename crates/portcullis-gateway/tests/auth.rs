@@ -615,3 +615,261 @@ async fn with_redis_down_login_works_refresh_fails_closed_tokens_verify() {
     assert_eq!(login(&gw, "alice", ALICE_PW, &[]).await.status, 429);
     let _ = SystemClock;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_guards_the_upstreams_own_login_route() {
+    let s = setup();
+    let up = Upstream::start();
+    let cfg = s.dir.write(
+        "login.toml",
+        "[[routes]]\nname = \"app-login\"\npath = \"/app/login\"\nmethods = [\"POST\"]\nlogin = { username_field = \"email\" }\n",
+    );
+    let gw = GatewayCmd::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--upstream",
+            &up.url(),
+        ])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("PORTCULLIS_AUTH_LOCKOUT_MAX_FAILURES", "3")
+        .start();
+    let attempt = |status: &'static str, body: Value| {
+        let url = gw.url("/app/login");
+        async move { post_json(&url, body, &[("x-upstream-status", status)]).await }
+    };
+    for _ in 0..3 {
+        let r = attempt("401", json!({"email": "Bob@Example.com", "password": "x"})).await;
+        assert_eq!(r.status, 401, "the upstream's own answer passes through");
+    }
+    assert_eq!(up.requests().await.len(), 3);
+    let r = attempt(
+        "200",
+        json!({"email": "bob@example.com", "password": "right"}),
+    )
+    .await;
+    assert_eq!(
+        r.status, 429,
+        "locked: even a right password is not sent on"
+    );
+    assert_eq!(
+        up.requests().await.len(),
+        3,
+        "a locked attempt never reaches the upstream"
+    );
+    assert!(r.header("retry-after").is_some());
+    // Another account from the same place is not affected; its body is forwarded intact.
+    let r = attempt(
+        "200",
+        json!({"email": "carol@example.com", "password": "right"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let rec = up.requests().await.pop().unwrap();
+    assert_eq!(
+        rec["body_bytes"],
+        json!({"email": "carol@example.com", "password": "right"})
+            .to_string()
+            .len()
+    );
+    // A form body is read as well.
+    let req = Request::post(gw.url("/app/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-upstream-status", "200")
+        .body(Full::new(Bytes::from_static(
+            b"email=BOB%40example.com&password=y",
+        )))
+        .unwrap();
+    assert_eq!(
+        Client::new().send(req).await.unwrap().status,
+        429,
+        "the form spelling is the same account"
+    );
+}
+
+/// A JWK Set server that counts its hits.
+fn jwks_server(body: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            h.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                body.len(),
+                body
+            );
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_issuer_tokens_verify_with_its_published_keys() {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use std::sync::atomic::Ordering;
+    let s = setup();
+    let up = Upstream::start();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "idp-1", "alg": "ES256", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])}]});
+    let (url, hits) = jwks_server(jwks.to_string());
+    let cfg = s.dir.write(
+        "idp.toml",
+        format!(
+            "{ROUTES}\n[[auth.issuers]]\nissuer = \"https://idp.example\"\njwks_url = \"{url}\"\naudience = \"api\"\nalgorithms = [\"ES256\"]\nroles_claim = \"groups\"\n"
+        ),
+    );
+    let gw = GatewayCmd::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--upstream",
+            &up.url(),
+        ])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env(
+            "PORTCULLIS_AUTH_SIGNING_KEY_FILE",
+            s.key_file.to_str().unwrap(),
+        )
+        .start();
+    gw.wait_for_line(Duration::from_secs(5), |v| {
+        v["msg"] == "fetched the issuer's keys"
+    })
+    .expect("the keys are fetched at start");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |kid: &str, claims: Value| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+        )
+        .unwrap()
+    };
+    let claims = json!({"iss": "https://idp.example", "aud": ["api"], "sub": "ext-user", "exp": now + 300, "groups": ["admin", "user"]});
+    let token = sign("idp-1", claims.clone());
+    let r = get(
+        &gw.url("/admin-area/x"),
+        &[("authorization", &bearer(&token))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rec = up.requests().await.pop().unwrap();
+    assert_eq!(rec["headers"]["x-auth-subject"], json!(["ext-user"]));
+    assert_eq!(rec["headers"]["x-auth-roles"], json!(["admin,user"]));
+
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = json!("other");
+    assert_eq!(
+        get(
+            &gw.url("/x"),
+            &[("authorization", &bearer(&sign("idp-1", wrong_aud)))]
+        )
+        .await
+        .status,
+        401
+    );
+    let hs = {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some("idp-1".into());
+        let x = jwks["keys"][0]["x"].as_str().unwrap().to_owned();
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(x.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        get(&gw.url("/x"), &[("authorization", &bearer(&hs))])
+            .await
+            .status,
+        401,
+        "HMAC is never accepted"
+    );
+
+    // Unknown kids cause at most one refetch per interval.
+    let before = hits.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let t = sign(&format!("made-up-{i}"), claims.clone());
+        assert_eq!(
+            get(&gw.url("/x"), &[("authorization", &bearer(&t))])
+                .await
+                .status,
+            401
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refetches = hits.load(Ordering::SeqCst) - before;
+    assert!(refetches <= 1, "{refetches} refetches for 20 unknown kids");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_mode_sets_host_cookies_and_reads_them_back() {
+    let s = setup();
+    let up = Upstream::start();
+    let gw = gateway(&s, &up, &[("PORTCULLIS_AUTH_COOKIES", "true")]);
+    let r = login(&gw, "alice", ALICE_PW, &[]).await;
+    assert_eq!(r.status, 200);
+    let cookies: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    for c in &cookies {
+        assert!(c.starts_with("__Host-"), "{c}");
+        for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(c.contains(attr), "{c} lacks {attr}");
+        }
+        assert!(!c.to_ascii_lowercase().contains("domain"), "{c}");
+    }
+    let jar = |name: &str| {
+        cookies
+            .iter()
+            .find(|c| c.starts_with(name))
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_owned()
+    };
+    let access = jar("__Host-access=");
+    let refresh = jar("__Host-refresh=");
+    let r = get(
+        &gw.url("/members/x"),
+        &[("cookie", &format!("theme=dark; {access}"))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "the access cookie identifies the caller");
+    assert_eq!(
+        up.requests().await.pop().unwrap()["headers"]["x-auth-subject"],
+        json!(["alice"])
+    );
+    let req = Request::post(gw.url("/auth/refresh"))
+        .header("cookie", &refresh)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = Client::new().send(req).await.unwrap();
+    assert_eq!(r.status, 200, "refresh from the cookie, with an empty body");
+    assert_eq!(r.headers.get_all("set-cookie").iter().count(), 2);
+}

@@ -21,8 +21,11 @@
 //! Tokens are bearer credentials: anyone holding one is its subject until it expires or
 //! its session (`sid`) is revoked. Keep `auth.access_ttl` short (10 minutes by default).
 
+pub mod external;
 mod keys;
 mod verify;
 
 pub use keys::{KeyError, KeySet};
-pub use verify::{AccessClaims, Identity, LEEWAY, TokenError, Verifier, describe_header};
+pub use verify::{
+    AccessClaims, Identity, LEEWAY, RawHeader, TokenError, Verifier, describe_header, read_header,
+};

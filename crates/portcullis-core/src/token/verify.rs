@@ -163,13 +163,18 @@ impl TokenError {
 }
 
 /// The few header members we read, untrusted.
-struct RawHeader {
-    alg: Option<String>,
-    typ: Option<String>,
-    kid: Option<String>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawHeader {
+    /// `alg`.
+    pub alg: Option<String>,
+    /// `typ`.
+    pub typ: Option<String>,
+    /// `kid`.
+    pub kid: Option<String>,
 }
 
-fn read_header(token: &str) -> Result<RawHeader, TokenError> {
+/// Reads a token's header without trusting it.
+pub fn read_header(token: &str) -> Result<RawHeader, TokenError> {
     let head = token.split('.').next().ok_or(TokenError::Malformed)?;
     let bytes = URL_SAFE_NO_PAD
         .decode(head)
@@ -294,6 +299,11 @@ impl Verifier {
             },
         );
         Ok(identity)
+    }
+
+    /// Whether `kid` is one of the gateway's own keys.
+    pub fn is_own_kid(&self, kid: &str) -> bool {
+        self.keys.get(kid).is_some()
     }
 
     /// Full verification, without the cache.

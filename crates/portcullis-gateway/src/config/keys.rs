@@ -527,11 +527,49 @@ pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
     ),
 ];
 
-pub(crate) static TABLE_ARRAYS: &[TableArrayDef] = &[TableArrayDef {
-    key: "routes",
-    doc: "Per-route rules. The first route whose `path` and `methods` match a request applies; routes apply to the gateway's own paths too. Requests matching no route get the global rules.",
-    fields: ROUTE_FIELDS,
-}];
+pub(crate) static ISSUER_FIELDS: &[KeyDef] = &[
+    required(
+        "issuer",
+        Ty::Str,
+        "The `iss` of the issuer's tokens, e.g. `https://idp.example`.",
+    ),
+    required(
+        "jwks_url",
+        Ty::HttpUrl,
+        "Where the issuer publishes its keys (JWK Set). Fetched at start, every 10 minutes, and when a token names an unknown `kid` (at most every 30 s).",
+    ),
+    key(
+        "audience",
+        Ty::Str,
+        "\"\"",
+        "The `aud` its tokens must carry. Default: `auth.audience`.",
+    ),
+    key(
+        "algorithms",
+        Ty::StrList,
+        "[\"RS256\"]",
+        "Algorithms accepted from this issuer: `RS256`, `RS384`, `RS512`, `PS256`, `PS384`, `PS512`, `ES256`, `ES384`, `EdDSA` (never HMAC: a published key is public).",
+    ),
+    key(
+        "roles_claim",
+        Ty::Str,
+        "\"roles\"",
+        "The claim holding the roles: a list, or a space-separated string.",
+    ),
+];
+
+pub(crate) static TABLE_ARRAYS: &[TableArrayDef] = &[
+    TableArrayDef {
+        key: "routes",
+        doc: "Per-route rules. The first route whose `path` and `methods` match a request applies; routes apply to the gateway's own paths too. Requests matching no route get the global rules.",
+        fields: ROUTE_FIELDS,
+    },
+    TableArrayDef {
+        key: "auth.issuers",
+        doc: "External issuers whose access tokens are accepted too, verified with their published keys. Their tokens may have any `typ`; they carry no session, so logout does not apply to them.",
+        fields: ISSUER_FIELDS,
+    },
+];
 
 /// Variables that are not keys but are read too.
 pub(crate) const ENV_CONFIG_FILE: &str = "PORTCULLIS_CONFIG";

@@ -147,6 +147,8 @@ pub struct AuthConfig {
     pub cookies: bool,
     /// Lockout settings.
     pub lockout: LockoutConfig,
+    /// External issuers.
+    pub issuers: Vec<portcullis_core::token::external::IssuerConfig>,
 }
 
 /// `[auth.lockout]`.
@@ -478,7 +480,9 @@ fn read_auth(l: &mut Loader<'_>) -> AuthConfig {
             ),
         );
     }
+    let issuers = read_issuers(l, &audience);
     AuthConfig {
+        issuers,
         enabled: l.boolean("auth.enabled"),
         issuer,
         audience,
@@ -492,6 +496,52 @@ fn read_auth(l: &mut Loader<'_>) -> AuthConfig {
         cookies: l.boolean("auth.cookies"),
         lockout,
     }
+}
+
+fn read_issuers(
+    l: &mut Loader<'_>,
+    default_audience: &str,
+) -> Vec<portcullis_core::token::external::IssuerConfig> {
+    use portcullis_core::token::external::{IssuerConfig, is_asymmetric};
+    let mut out: Vec<IssuerConfig> = Vec::new();
+    for (mut r, _origin) in l.table_array("auth.issuers") {
+        let issuer = r.string("issuer");
+        let jwks_url = r.string("jwks_url");
+        if r.is_set("jwks_url") && Upstream::parse(&jwks_url).is_err() {
+            r.error("jwks_url", "expected an http:// or https:// URL such as \"https://idp.example/.well-known/jwks.json\"");
+        }
+        let audience = r.string("audience");
+        let mut algorithms = Vec::new();
+        for a in r.list("algorithms") {
+            match a.parse::<jsonwebtoken::Algorithm>() {
+                Ok(alg) if is_asymmetric(alg) => algorithms.push(alg),
+                _ => r.error(
+                    "algorithms",
+                    format!("{a:?} is not accepted; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"),
+                ),
+            }
+        }
+        if algorithms.is_empty() {
+            r.error("algorithms", "list at least one algorithm");
+        }
+        let roles_claim = r.string("roles_claim");
+        if out.iter().any(|i| i.issuer == issuer) {
+            r.error("issuer", format!("{issuer:?} is configured twice"));
+        }
+        l.absorb(r);
+        out.push(IssuerConfig {
+            issuer,
+            jwks_url,
+            audience: if audience.is_empty() {
+                default_audience.to_owned()
+            } else {
+                audience
+            },
+            algorithms,
+            roles_claim,
+        });
+    }
+    out
 }
 
 fn read_store(l: &mut Loader<'_>) -> StoreConfig {

@@ -55,3 +55,226 @@ async fn redis_lockout_conforms() {
     let store = portcullis_core::store::SharedStore::redis(redis_store(&server), local, "t");
     conformance::run_lockout(&store, &RealTime, "t").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_sliding_window_conforms() {
+    let clock = ManualClock::new();
+    let store = portcullis_core::store::SharedStore::memory(
+        MemoryStore::new(100_000, Arc::new(clock.clone())),
+        "t",
+    );
+    conformance::run_sliding_window(&store, &FakeTime(clock), "t").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sliding_window_conforms() {
+    let server = RedisServer::start();
+    let local = MemoryStore::new(100_000, Arc::new(SystemClock));
+    let store = portcullis_core::store::SharedStore::redis(redis_store(&server), local, "t");
+    conformance::run_sliding_window(&store, &RealTime, "t").await;
+}
+
+/// The server's clock, in microseconds, as the script reads it.
+async fn server_time(c: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(c).await.unwrap();
+    s * 1_000_000 + us
+}
+
+/// The Lua script against `ratelimit::sliding::decide`, from states written directly: a
+/// previous, current, older or later window, counts below and above the limit, costs
+/// from a peek to above the limit. The script runs at a server time between two `TIME`
+/// readings `t0 ≤ t1`. While nothing else is admitted the estimate only decays, so the
+/// outcome can only turn from refused to allowed, and for one outcome within one window
+/// `remaining` only grows and the waits only shrink: the script's answer must lie between
+/// `decide` at `t0` and at `t1`. And where the quota is whole again at the same instant
+/// for both, the script's `reset_after` gives its exact time, at which `decide` must
+/// agree to the microsecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sliding_window_script_agrees_with_decide() {
+    use portcullis_core::ratelimit::sliding::{SlidingParams, SlidingState, decide};
+    use portcullis_core::ratelimit::{Decision, Quota};
+    use portcullis_core::store::{FailMode, Routed};
+
+    let server = RedisServer::start();
+    let local = MemoryStore::new(1000, Arc::new(SystemClock));
+    let store = portcullis_core::store::SharedStore::redis(redis_store(&server), local, "t");
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let pers = [250_000u64, 1_000_000, 1_000_003, 7_777_777, 60_000_000];
+    let mut exact = 0;
+    for i in 0..500 {
+        let limit = 1 + next(12) as u32;
+        let per_us = pers[next(pers.len() as u64) as usize];
+        let q = Quota::new(limit, Duration::from_micros(per_us), None).unwrap();
+        let p = SlidingParams::from(&q);
+        let shift = next(10); // 0..=5 back, 6..=8 none, 9 ahead
+        let prev = next(u64::from(limit) + 4) as u32;
+        let cur = next(u64::from(limit) + 4) as u32;
+        let cost = next(u64::from(limit) + 2) as u32;
+        let key = format!("sw-diff:{i}");
+
+        let t0 = server_time(&mut c).await;
+        let state = (shift < 9).then(|| SlidingState {
+            window: match shift {
+                0..=2 => t0 / per_us,
+                3 | 4 => t0 / per_us - 1,
+                5 => t0 / per_us - 2,
+                _ => t0 / per_us + 1,
+            },
+            prev,
+            cur,
+        });
+        if let Some(s) = state {
+            let raw = format!("{}:{}:{}", s.window, s.prev, s.cur);
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(raw)
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        }
+        let got = match store
+            .sliding_window(&key, &q, &q, cost, FailMode::Deny)
+            .await
+        {
+            Routed::Shared(d) => d,
+            other => panic!("case {i}: {other:?}"),
+        };
+        let t1 = server_time(&mut c).await;
+        let (d0, w0) = decide(t0, state, p, cost);
+        let (d1, w1) = decide(t1, state, p, cost);
+        let what = format!(
+            "case {i}: {state:?} limit {limit} per {per_us} cost {cost}: got {got:?}, decide {d0:?} .. {d1:?}"
+        );
+        if shift == 9 && t0 / per_us != t1 / per_us {
+            // A later window is read as the current one, whichever that is: not monotonic
+            // across a rollover.
+            continue;
+        }
+        assert_eq!(got.limit, limit, "{what}");
+        if d0.allowed {
+            assert!(got.allowed, "{what}");
+        }
+        if !d1.allowed {
+            assert!(!got.allowed, "{what}");
+        }
+        // For one outcome, within one window: remaining grows, the waits shrink.
+        if t0 / per_us == t1 / per_us {
+            if d0.allowed == got.allowed {
+                assert!(d0.remaining <= got.remaining, "{what}");
+                assert!(got.reset_after <= d0.reset_after, "{what}");
+                assert!(got.retry_after <= d0.retry_after, "{what}");
+            }
+            if d1.allowed == got.allowed {
+                assert!(got.remaining <= d1.remaining, "{what}");
+                assert!(d1.reset_after <= got.reset_after, "{what}");
+                assert!(d1.retry_after <= got.retry_after, "{what}");
+            }
+        }
+        if got.allowed {
+            assert_eq!(got.retry_after, Duration::ZERO, "{what}");
+        } else {
+            assert!(!got.retry_after.is_zero(), "{what}");
+        }
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let written =
+            |w: Option<SlidingState>| w.map(|s| format!("{}:{}:{}", s.window, s.prev, s.cur));
+        if got.allowed && cost > 0 {
+            let stored = stored.expect("an admission writes");
+            assert!(
+                Some(&stored) == written(w0).as_ref() || Some(&stored) == written(w1).as_ref(),
+                "{what}: stored {stored}"
+            );
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let two = i64::try_from(2 * per_us / 1000).unwrap();
+            assert!(pttl <= two + 1 && pttl >= two - 100, "{what}: pttl {pttl}");
+        } else {
+            let before = state.map(|s| format!("{}:{}:{}", s.window, s.prev, s.cur));
+            assert_eq!(stored, before, "{what}: a refusal or a peek wrote");
+        }
+        // The quota is whole again at one instant, whenever the script ran: where
+        // `decide` says so at both ends, `got.reset_after` tells the script's time, and
+        // at that time `decide` must give exactly `got`.
+        let reset_at = |t: u64, d: &Decision| t + d.reset_after.as_micros() as u64;
+        if reset_at(t0, &d0) == reset_at(t1, &d1) && !got.reset_after.is_zero() {
+            let ran = reset_at(t0, &d0) - got.reset_after.as_micros() as u64;
+            assert!(t0 <= ran && ran <= t1, "{what}: ran at {ran}");
+            assert_eq!(got, decide(ran, state, p, cost).0, "{what}: at {ran}");
+            exact += 1;
+        } else if d0 == d1 {
+            assert_eq!(got, d0, "{what}");
+            exact += 1;
+        }
+    }
+    assert!(
+        exact > 400,
+        "only {exact} cases of 500 were checked exactly"
+    );
+}
+
+/// With Redis gone, `FailMode::Local` answers from this instance's memory against the
+/// local quota; the other modes answer without state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sliding_window_falls_back_to_the_local_quota() {
+    use portcullis_core::ratelimit::Quota;
+    use portcullis_core::store::{FailMode, Routed};
+
+    let mut server = RedisServer::start();
+    let local = MemoryStore::new(1000, Arc::new(SystemClock));
+    let store = portcullis_core::store::SharedStore::redis(redis_store(&server), local, "t");
+    let shared = Quota::new(10, Duration::from_secs(60), None).unwrap();
+    let local = Quota::new(2, Duration::from_secs(60), None).unwrap();
+    let d = store
+        .sliding_window("fb", &shared, &local, 1, FailMode::Local)
+        .await;
+    assert!(
+        matches!(d, Routed::Shared(d) if d.allowed && d.remaining == 9),
+        "{d:?}"
+    );
+    server.kill();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match store
+            .sliding_window("fb", &shared, &local, 1, FailMode::Local)
+            .await
+        {
+            Routed::Local(d) => got.push((d.allowed, d.limit, d.remaining)),
+            other => panic!("expected a local answer, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        [(true, 2, 1), (true, 2, 0), (false, 2, 0)],
+        "the local quota"
+    );
+    for (mode, want) in [
+        (FailMode::Allow, Routed::Allow),
+        (FailMode::Deny, Routed::Unavailable),
+        (FailMode::FailClosed, Routed::Unavailable),
+    ] {
+        assert_eq!(
+            store.sliding_window("fb", &shared, &local, 1, mode).await,
+            want
+        );
+    }
+}

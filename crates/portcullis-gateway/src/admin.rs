@@ -15,9 +15,11 @@ use portcullis_core::store::{Routed, SharedStore};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::Config;
 use crate::events::Events;
 use crate::health::{Health, Status};
 use crate::identity::{Auth, Verdict};
+use crate::ratelimit::{Limiter, Override};
 use crate::telemetry::metrics::Metrics;
 
 /// The role the admin API requires.
@@ -36,6 +38,10 @@ pub struct AdminState {
     pub store: SharedStore,
     /// Security events.
     pub events: Arc<Events>,
+    /// The rate limiter, when on.
+    pub limiter: Option<Arc<Limiter>>,
+    /// The configuration in effect.
+    pub config: Arc<Config>,
 }
 
 /// The admin router.
@@ -44,6 +50,19 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/security-events", get(security_events))
         .route("/admin/accounts/{username}/unlock", post(unlock))
         .route("/admin/openapi.json", get(openapi))
+        .route("/admin/rate-limits/policies", get(rl_policies))
+        .route(
+            "/admin/rate-limits/overrides",
+            get(rl_list).delete(rl_clear),
+        )
+        .route(
+            "/admin/rate-limits/overrides/{*key}",
+            get(rl_get).put(rl_put).delete(rl_delete),
+        )
+        .route(
+            "/admin/rate-limits/counters/{*key}",
+            axum::routing::delete(rl_reset),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/livez", get(livez))
@@ -67,7 +86,11 @@ async fn require_admin(State(s): State<AdminState>, req: Request, next: Next) ->
         );
     };
     match auth.identify(req.headers()) {
-        Verdict::Verified(who) if who.has_role(ADMIN_ROLE) => next.run(req).await,
+        Verdict::Verified(who) if who.has_role(ADMIN_ROLE) => {
+            let mut req = req;
+            req.extensions_mut().insert(Admin(who));
+            next.run(req).await
+        }
         Verdict::Verified(who) => {
             s.events.emit(
                 crate::events::EventKind::Forbidden,
@@ -101,6 +124,308 @@ async fn require_admin(State(s): State<AdminState>, req: Request, next: Next) ->
     }
 }
 
+/// The admin who called, put in the request by `require_admin`.
+#[derive(Clone, Debug)]
+struct Admin(Arc<portcullis_core::token::Identity>);
+
+/// An audit record of an admin change, to the log stream (until the audit log lands).
+/// What was changed is `resource`: the log line's own `target` is `portcullis::audit`.
+fn audit(
+    admin: &Admin,
+    action: &str,
+    resource: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+) {
+    tracing::info!(
+        target: "portcullis::audit",
+        action,
+        actor = admin.0.subject.as_str(),
+        resource,
+        old = %old,
+        new = %new,
+        outcome = "ok",
+        "admin change"
+    );
+}
+
+fn rate_limiting_off() -> Response {
+    problem(Problem::new(ProblemKind::NotFound).detail("rate limiting is off (rate_limit.enabled)"))
+}
+
+fn store_down() -> Response {
+    let mut res = problem(Problem::new(ProblemKind::StoreUnavailable));
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
+}
+
+fn override_json(key: &str, o: &Override) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut v = json!({
+        "key": key,
+        "exempt": o.exempt,
+        "expires_in": format!("{}s", o.expires.saturating_sub(now)),
+        "set_by": o.set_by,
+    });
+    if let (Some(limit), Some(per)) = (o.limit, o.per_ms) {
+        v["limit"] = json!(limit);
+        v["per"] = json!(crate::ratelimit_docs::per(
+            std::time::Duration::from_millis(per)
+        ));
+        if let Some(b) = o.burst {
+            v["burst"] = json!(b);
+        }
+    }
+    v
+}
+
+async fn rl_policies(State(s): State<AdminState>) -> Response {
+    let Some(l) = s.limiter.as_ref() else {
+        return rate_limiting_off();
+    };
+    json_response(
+        StatusCode::OK,
+        crate::ratelimit_docs::policies_json(&s.config, l)
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+async fn rl_list(State(s): State<AdminState>) -> Response {
+    let Some(l) = s.limiter.as_ref() else {
+        return rate_limiting_off();
+    };
+    let list: Vec<_> = l
+        .overrides
+        .list()
+        .iter()
+        .map(|(k, o)| override_json(k, o))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({ "overrides": list }).to_string().into_bytes(),
+    )
+}
+
+async fn rl_get(State(s): State<AdminState>, Path(key): Path<String>) -> Response {
+    let Some(l) = s.limiter.as_ref() else {
+        return rate_limiting_off();
+    };
+    let key = match l.normalize_key(&key) {
+        Ok(k) => k,
+        Err(e) => return problem(Problem::new(ProblemKind::BadRequest).detail(e)),
+    };
+    match l.overrides.list().into_iter().find(|(k, _)| *k == key) {
+        Some((k, o)) => json_response(
+            StatusCode::OK,
+            override_json(&k, &o).to_string().into_bytes(),
+        ),
+        None => problem(Problem::new(ProblemKind::NotFound).detail("no override for this key")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideBody {
+    limit: Option<u32>,
+    per: Option<String>,
+    burst: Option<u32>,
+    exempt: Option<bool>,
+    expires_in: String,
+}
+
+/// The longest an override may last.
+const MAX_OVERRIDE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Why an override body was refused: not JSON (400), or JSON that is not an override
+/// (422).
+struct BadOverride(StatusCode, String);
+
+impl From<&str> for BadOverride {
+    fn from(s: &str) -> Self {
+        Self(StatusCode::UNPROCESSABLE_ENTITY, s.to_owned())
+    }
+}
+
+impl From<String> for BadOverride {
+    fn from(s: String) -> Self {
+        Self(StatusCode::UNPROCESSABLE_ENTITY, s)
+    }
+}
+
+fn parse_override(body: &[u8], admin: &Admin) -> Result<Override, BadOverride> {
+    let b: OverrideBody = serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        BadOverride(
+            status,
+            format!("expected {{\"limit\",\"per\",\"expires_in\"}} or {{\"exempt\":true,\"expires_in\"}}: {e}"),
+        )
+    })?;
+    let expires_in = crate::config::parse_duration(&b.expires_in)
+        .filter(|d| !d.is_zero() && *d <= MAX_OVERRIDE)
+        .ok_or("expires_in: expected a duration such as \"10m\", at most 30d")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expires = now + expires_in.as_secs().max(1);
+    let set_by = admin.0.subject.clone();
+    if b.exempt == Some(true) {
+        if b.limit.is_some() || b.per.is_some() || b.burst.is_some() {
+            return Err("an exemption takes no limit, per or burst".into());
+        }
+        return Ok(Override {
+            exempt: true,
+            limit: None,
+            per_ms: None,
+            burst: None,
+            expires,
+            set_by,
+        });
+    }
+    let limit = b
+        .limit
+        .filter(|l| *l > 0)
+        .ok_or("limit: expected a positive integer")?;
+    let per = b
+        .per
+        .as_deref()
+        .and_then(crate::config::parse_duration)
+        .filter(|d| {
+            *d >= std::time::Duration::from_millis(1)
+                && *d <= std::time::Duration::from_secs(86_400)
+        })
+        .ok_or("per: expected a duration such as \"1m\", from 1ms to 1d")?;
+    if b.burst == Some(0) {
+        return Err("burst: expected a positive integer".into());
+    }
+    Ok(Override {
+        exempt: false,
+        limit: Some(limit),
+        per_ms: Some(u64::try_from(per.as_millis()).unwrap_or(u64::MAX)),
+        burst: b.burst,
+        expires,
+        set_by,
+    })
+}
+
+async fn rl_put(
+    State(s): State<AdminState>,
+    axum::Extension(admin): axum::Extension<Admin>,
+    Path(key): Path<String>,
+    body: bytes::Bytes,
+) -> Response {
+    let Some(l) = s.limiter.as_ref() else {
+        return rate_limiting_off();
+    };
+    let key = match l.normalize_key(&key) {
+        Ok(k) => k,
+        Err(e) => return problem(Problem::new(ProblemKind::BadRequest).detail(e)),
+    };
+    let ov = match parse_override(&body, &admin) {
+        Ok(o) => o,
+        Err(BadOverride(status, e)) => {
+            return problem(
+                Problem::new(ProblemKind::InvalidBody)
+                    .status(status)
+                    .detail(e),
+            );
+        }
+    };
+    match l.set_override(&key, ov.clone()).await {
+        Ok(old) => {
+            let old = old.map_or(serde_json::Value::Null, |o| override_json(&key, &o));
+            let new = override_json(&key, &ov);
+            audit(&admin, "rate_limit.override.set", &key, &old, &new);
+            json_response(StatusCode::OK, new.to_string().into_bytes())
+        }
+        Err(()) => store_down(),
+    }
+}
+
+async fn rl_delete(
+    State(s): State<AdminState>,
+    axum::Extension(admin): axum::Extension<Admin>,
+    Path(key): Path<String>,
+) -> Response {
+    let Some(l) = s.limiter.as_ref() else {
+        return rate_limiting_off();
+    };
+    let key = match l.normalize_key(&key) {
+        Ok(k) => k,
+        Err(e) => return problem(Problem::new(ProblemKind::BadRequest).detail(e)),
+    };
+    match l.remove_override(&key).await {
+        Ok(Some(old)) => {
+            audit(
+                &admin,
+                "rate_limit.override.remove",
+                &key,
+                &override_json(&key, &old),
+                &serde_json::Value::Null,
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(None) => problem(Problem::new(ProblemKind::NotFound).detail("no override for this key")),
+        Err(()) => store_down(),
+    }
+}
+
+async fn rl_clear(
+    State(s): State<AdminState>,
+    axum::Extension(admin): axum::Extension<Admin>,
+) -> Response {
+    let Some(l) = s.limiter.as_ref() else {
+        return rate_limiting_off();
+    };
+    match l.clear_overrides().await {
+        Ok(n) => {
+            audit(
+                &admin,
+                "rate_limit.override.clear",
+                "*",
+                &json!({ "count": n }),
+                &serde_json::Value::Null,
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(()) => store_down(),
+    }
+}
+
+async fn rl_reset(
+    State(s): State<AdminState>,
+    axum::Extension(admin): axum::Extension<Admin>,
+    Path(key): Path<String>,
+) -> Response {
+    let Some(l) = s.limiter.as_ref() else {
+        return rate_limiting_off();
+    };
+    let key = match l.normalize_key(&key) {
+        Ok(k) => k,
+        Err(e) => return problem(Problem::new(ProblemKind::BadRequest).detail(e)),
+    };
+    match l.reset_counters(&key).await {
+        Ok(()) => {
+            audit(
+                &admin,
+                "rate_limit.counters.reset",
+                &key,
+                &serde_json::Value::Null,
+                &serde_json::Value::Null,
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(()) => store_down(),
+    }
+}
+
 #[derive(Deserialize)]
 struct Limit {
     limit: Option<usize>,
@@ -116,14 +441,24 @@ async fn security_events(State(s): State<AdminState>, Query(q): Query<Limit>) ->
     )
 }
 
-async fn unlock(State(s): State<AdminState>, Path(username): Path<String>) -> Response {
+async fn unlock(
+    State(s): State<AdminState>,
+    axum::Extension(admin): axum::Extension<Admin>,
+    Path(username): Path<String>,
+) -> Response {
     let user = match canonicalize(&username) {
         Ok(u) => u,
         Err(e) => return problem(Problem::new(ProblemKind::BadRequest).detail(e.to_string())),
     };
     match s.store.lockout_unlock(&user).await {
         Routed::Shared(found) | Routed::Local(found) => {
-            tracing::info!(target: "portcullis::admin", account = user.as_str(), found, "account unlocked");
+            audit(
+                &admin,
+                "account.unlock",
+                user.as_str(),
+                &json!({ "locked": found }),
+                &json!({ "locked": false }),
+            );
             json_response(
                 StatusCode::OK,
                 json!({ "unlocked": found, "account": user.as_str() })

@@ -155,8 +155,11 @@ pub fn walkthrough(
          \x20 curl -s http://{listen}/auth/refresh -H 'content-type: application/json' -d \"{{\\\"refresh_token\\\":\\\"$REFRESH\\\"}}\"\n\
          \x20 curl -si -X POST http://{listen}/auth/logout -H \"authorization: Bearer $TOKEN\"  # 204; the token is refused from now on\n\
          \x20 curl -si http://{listen}/whoami -H \"authorization: Bearer $TOKEN\"      # 401 invalid-token\n\n\
-         Admin (password {admin_pw}): log in as admin, then\n\
-         \x20 curl -s http://{admin}/admin/security-events -H \"authorization: Bearer $ADMIN_TOKEN\"\n"
+         Admin (password {admin_pw}): log in as admin (ADMIN_TOKEN), then\n\
+         \x20 curl -s http://{admin}/admin/security-events -H \"authorization: Bearer $ADMIN_TOKEN\"\n\
+         \x20 curl -s http://{admin}/admin/rate-limits/policies -H \"authorization: Bearer $ADMIN_TOKEN\"\n\
+         \x20 curl -s -X PUT http://{admin}/admin/rate-limits/overrides/ip:127.0.0.1 -H \"authorization: Bearer $ADMIN_TOKEN\" \\\n\
+         \x20      -d '{{\"limit\":600,\"per\":\"1m\",\"expires_in\":\"10m\"}}'   # raise your own quota for 10 minutes\n"
     ));
     out.push_str(&walkthrough_basics(listen, admin, echo));
     out
@@ -170,6 +173,7 @@ fn walkthrough_basics(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -
          \x20 curl -i 'http://{listen}/a/..%2f..%2fetc/passwd'  # refused: 400 problem+json\n\
          \x20 curl -i -X TRACE http://{listen}/                 # refused: 405\n\
          \x20 curl -i http://{listen}/x -H 'X-Forwarded-For: 6.6.6.6'   # the echo shows the real client instead\n\
+         \x20 for i in $(seq 25); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/x; done   # 429 after a burst of 20\n\
          \x20 curl -s http://{admin}/readyz\n\
          \x20 curl -s http://{admin}/metrics | grep portcullis_requests_total\n\n\
          Stop with Ctrl-C.\n"

@@ -17,6 +17,8 @@ pub mod identity;
 pub mod jwks;
 pub mod openapi;
 pub mod proxy;
+pub mod ratelimit;
+pub mod ratelimit_docs;
 pub mod routes;
 pub mod server;
 pub mod stack;
@@ -200,7 +202,16 @@ pub async fn serve(
         .as_ref()
         .filter(|a| !a.issuers.is_empty())
         .map(|a| jwks::spawn_refresher(a.issuers.all().to_vec(), a.fetch_tls.clone()));
-    let gateway = stack::Gateway::new(&config, proxy, auth.clone(), store.clone(), events.clone());
+    let limiter = ratelimit::Limiter::new(&config, store.clone(), events.clone());
+    let override_sync = limiter.as_ref().map(|l| l.spawn_override_sync());
+    let gateway = stack::Gateway::new(
+        &config,
+        proxy,
+        auth.clone(),
+        store.clone(),
+        events.clone(),
+        limiter.clone(),
+    );
     tracing::info!(
         listen = %listen,
         admin_listen = %admin_listen,
@@ -217,6 +228,8 @@ pub async fn serve(
         auth: auth.clone(),
         store: store.clone(),
         events: events.clone(),
+        limiter: limiter.clone(),
+        config: Arc::new(config.clone()),
     });
     let admin_task = tokio::spawn(async move {
         let _ = axum::serve(admin_listener, admin_router)
@@ -256,6 +269,9 @@ pub async fn serve(
         t.abort();
     }
     if let Some(t) = jwks_refresher {
+        t.abort();
+    }
+    if let Some(t) = override_sync {
         t.abort();
     }
     tracing::info!("stopped");

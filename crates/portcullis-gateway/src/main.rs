@@ -41,6 +41,21 @@ enum Command {
     },
     /// Print a new Ed25519 signing key (PKCS#8 PEM) for auth.signing_key_file.
     GenerateKey,
+    /// Documentation generated from the effective configuration.
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DocsCommand {
+    /// Every endpoint's and tier's rate limit, as Markdown.
+    RateLimits {
+        /// TOML configuration file (else PORTCULLIS_CONFIG).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +174,15 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig(args) => check_config(args.sources()),
         Command::Users { command } => users(command),
+        Command::Docs {
+            command: DocsCommand::RateLimits { config },
+        } => match Config::load(&Sources::from_process(config, Vec::new())) {
+            Ok(c) => {
+                print!("{}", portcullis_gateway::ratelimit_docs::markdown(&c));
+                ExitCode::SUCCESS
+            }
+            Err(e) => report(&e),
+        },
         Command::GenerateKey => match portcullis_core::token::KeySet::generate_pem() {
             Ok(pem) => {
                 print!("{pem}");

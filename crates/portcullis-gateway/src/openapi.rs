@@ -123,6 +123,103 @@ pub static OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/admin/rate-limits/policies",
+        listener: "admin",
+        summary: "The effective quota of every tier and route",
+        admin: true,
+        request: None,
+        responses: &[
+            (
+                "200",
+                "{\"algorithm\", \"tiers\": [...], \"routes\": [...]}",
+            ),
+            ("401", "No valid token"),
+            ("403", "Not an admin"),
+            ("404", "Rate limiting is off"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/admin/rate-limits/overrides",
+        listener: "admin",
+        summary: "Every live override",
+        admin: true,
+        request: None,
+        responses: &[
+            ("200", "{\"overrides\": [...]}"),
+            ("401", "No valid token"),
+            ("403", "Not an admin"),
+        ],
+    },
+    Operation {
+        method: "delete",
+        path: "/admin/rate-limits/overrides",
+        listener: "admin",
+        summary: "Remove every override",
+        admin: true,
+        request: None,
+        responses: &[
+            ("204", "Removed"),
+            ("401", "No valid token"),
+            ("403", "Not an admin"),
+            ("503", "The store is unavailable"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/admin/rate-limits/overrides/{key}",
+        listener: "admin",
+        summary: "One override (key: subject:<name>, ip:<address>, ip:<network>; a network's `/` as is or as %2F)",
+        admin: true,
+        request: None,
+        responses: &[
+            ("200", "The override"),
+            ("400", "Malformed key"),
+            ("404", "No live override"),
+        ],
+    },
+    Operation {
+        method: "put",
+        path: "/admin/rate-limits/overrides/{key}",
+        listener: "admin",
+        summary: "Raise, lower or exempt a key until it expires; every instance applies it within a second",
+        admin: true,
+        request: Some(override_body),
+        responses: &[
+            ("200", "The override"),
+            ("400", "Malformed key, or a body that is not JSON"),
+            ("422", "Not an override (the detail names the field)"),
+            ("503", "The store is unavailable"),
+        ],
+    },
+    Operation {
+        method: "delete",
+        path: "/admin/rate-limits/overrides/{key}",
+        listener: "admin",
+        summary: "Remove an override",
+        admin: true,
+        request: None,
+        responses: &[
+            ("204", "Removed"),
+            ("404", "No live override"),
+            ("503", "The store is unavailable"),
+        ],
+    },
+    Operation {
+        method: "delete",
+        path: "/admin/rate-limits/counters/{key}",
+        listener: "admin",
+        summary: "Reset a key's counters under every policy",
+        admin: true,
+        request: None,
+        responses: &[
+            ("204", "Reset"),
+            ("400", "Malformed key"),
+            ("503", "The store is unavailable"),
+        ],
+    },
+    Operation {
+        method: "get",
         path: "/admin/openapi.json",
         listener: "admin",
         summary: "This document",
@@ -135,6 +232,16 @@ pub static OPERATIONS: &[Operation] = &[
         ],
     },
 ];
+
+fn override_body() -> Value {
+    json!({"oneOf": [
+        {"type": "object", "required": ["limit", "per", "expires_in"], "properties": {
+            "limit": {"type": "integer", "minimum": 1}, "per": {"type": "string", "examples": ["1m"]},
+            "burst": {"type": "integer", "minimum": 1}, "expires_in": {"type": "string", "examples": ["10m"]}}},
+        {"type": "object", "required": ["exempt", "expires_in"], "properties": {
+            "exempt": {"const": true}, "expires_in": {"type": "string", "examples": ["1h"]}}}
+    ]})
+}
 
 fn problem_schema() -> Value {
     json!({"type": "object", "required": ["type", "title", "status"], "properties": {
@@ -166,8 +273,10 @@ pub fn document() -> Value {
         if op.admin {
             o["security"] = json!([{"bearer": []}]);
         }
-        if op.path.contains("{username}") {
-            o["parameters"] = json!([{"name": "username", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        for param in ["username", "key"] {
+            if op.path.contains(&format!("{{{param}}}")) {
+                o["parameters"] = json!([{"name": param, "in": "path", "required": true, "schema": {"type": "string"}}]);
+            }
         }
         if let Some(body) = op.request {
             o["requestBody"] = json!({"content": {"application/json": {"schema": body()}}});

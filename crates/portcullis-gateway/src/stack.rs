@@ -12,16 +12,23 @@
 //! 4. **path normalisation** (400) and **routing**: every later rule keys on the route,
 //!    and no spelling of a path may dodge it;
 //! 5. **declared body size** (413) before anything reads a body;
-//! 6. **the gateway's own routes** (`/auth/*`, the JWKS): they carry their own
+//! 6. **identity, noted**: a presented token is verified (from a cache after the first
+//!    time), not yet acted on;
+//! 7. **rate limit**, keyed by the verified subject, else the client address: a request
+//!    whose token was refused counts against its address's anonymous quota before the
+//!    401, so bad tokens cannot be flooded for free;
+//! 8. **the gateway's own routes** (`/auth/*`, the JWKS): they carry their own
 //!    credentials, so they come before the identity decision;
-//! 7. **identity**: a presented token is verified (from a cache after the first time);
-//!    a refused one is a 401 whatever the route, two `Authorization` headers a 400;
-//! 8. **route roles**: 401 without an identity, 403 without the role;
-//! 9. **lockout before an upstream login route** (`login = {…}`): the body is read (16 KiB
-//!    at most) for the username; a locked attempt never reaches the upstream, and the
-//!    upstream's 401/403 count as failures;
-//! 10. **the upstream**, bounded by `limits.request_timeout`, bodies streamed, with the
+//! 9. **identity, acted on**: a refused token is a 401 whatever the route, two
+//!    `Authorization` headers a 400;
+//! 10. **route roles**: 401 without an identity, 403 without the role;
+//! 11. **lockout before an upstream login route** (`login = {…}`): the body is read
+//!     (16 KiB at most) for the username; a locked attempt never reaches the upstream,
+//!     and the upstream's 401/403 count as failures;
+//! 12. **the upstream**, bounded by `limits.request_timeout`, bodies streamed, with the
 //!     verified identity in `X-Auth-Subject` / `X-Auth-Roles`.
+//!
+//! Every answer after step 7 carries the rate-limit headers.
 //!
 //! The access log line and the request metrics are written when the response head
 //! leaves, whatever the outcome.
@@ -46,6 +53,7 @@ use crate::config::{Config, Limits};
 use crate::events::{EventKind, Events};
 use crate::identity::{Auth, Verdict};
 use crate::proxy::{Forward, Proxy};
+use crate::ratelimit::{Limiter, Outcome};
 use crate::routes::{Route, Routes};
 
 /// Everything the main listener needs to answer a request.
@@ -59,6 +67,7 @@ pub struct Gateway {
     auth: Option<Arc<Auth>>,
     auth_routes: Option<AuthRoutes>,
     events: Arc<Events>,
+    limiter: Option<Arc<Limiter>>,
 }
 
 /// Where a request came in: made once per connection.
@@ -92,6 +101,7 @@ impl Gateway {
         auth: Option<Arc<Auth>>,
         store: portcullis_core::store::SharedStore,
         events: Arc<Events>,
+        limiter: Option<Arc<Limiter>>,
     ) -> Arc<Self> {
         let auth_routes = auth
             .as_ref()
@@ -105,6 +115,7 @@ impl Gateway {
             auth,
             auth_routes,
             events,
+            limiter,
         })
     }
 
@@ -269,7 +280,71 @@ impl Gateway {
 
         let deadline = started + self.limits.request_timeout;
 
-        // 6. The gateway's own routes.
+        // 6. Identity, noted: verified now, acted on after the rate limit.
+        let verdict = self
+            .auth
+            .as_ref()
+            .map_or(Verdict::Anonymous, |a| a.identify(req.headers()));
+        let identity = match &verdict {
+            Verdict::Verified(who) => Some(who.clone()),
+            _ => None,
+        };
+
+        // 7. Rate limit, keyed by the verified subject, else the address: a refused token
+        //    counts against its address's anonymous quota before it is refused.
+        let checked = match &self.limiter {
+            None => None,
+            Some(limiter) => match limiter
+                .check(&route.name, identity.as_deref(), client.ip, id.as_str())
+                .await
+            {
+                Outcome::Pass(c) => Some(c),
+                Outcome::Limited(c) => {
+                    let (p, wait) = limiter.refusal(&c);
+                    let (mut res, r) = refuse(p, route);
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                    limiter.headers(&c, res.headers_mut());
+                    return (res, r);
+                }
+                Outcome::Unavailable(_) => {
+                    let (p, wait) = limiter.unavailable();
+                    let (mut res, r) = refuse(p, route);
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                    return (res, r);
+                }
+            },
+        };
+
+        let (mut res, route) = self
+            .past_limit(
+                req, client, conn, id, route, &path, body_limit, deadline, verdict,
+            )
+            .await;
+        if let (Some(limiter), Some(c)) = (&self.limiter, &checked) {
+            limiter.finish(c, res.status()).await;
+            limiter.headers(c, res.headers_mut());
+        }
+        (res, route)
+    }
+
+    /// The steps after the rate limit.
+    #[allow(clippy::too_many_arguments)] // the request's context, passed along once
+    async fn past_limit<'r>(
+        &'r self,
+        req: Request<Incoming>,
+        client: &ClientInfo,
+        conn: &Conn,
+        id: &RequestId,
+        route: &'r Route,
+        path: &portcullis::path::NormalizedPath,
+        body_limit: u64,
+        deadline: Instant,
+        verdict: Verdict,
+    ) -> (Response<Body>, &'r Route) {
+        let refuse = |p: Problem, route| refused(p, id, route);
+        // 8. The gateway's own routes.
         if let (Some(routes), Some(own)) = (&self.auth_routes, AuthRoute::find(path.match_key())) {
             let res = routes
                 .handle(own, req, client.ip, id.as_str(), deadline)
@@ -277,18 +352,18 @@ impl Gateway {
             return (res, route);
         }
 
-        // 7. Identity.
-        let identity = match self.auth.as_ref().map(|a| a.identify(req.headers())) {
-            None | Some(Verdict::Anonymous) => None,
-            Some(Verdict::Verified(identity)) => Some(identity),
-            Some(Verdict::Ambiguous) => {
+        // 9. Act on the identity noted before.
+        let identity = match verdict {
+            Verdict::Anonymous => None,
+            Verdict::Verified(identity) => Some(identity),
+            Verdict::Ambiguous => {
                 return refuse(
                     Problem::new(ProblemKind::BadRequest)
                         .detail("more than one Authorization header"),
                     route,
                 );
             }
-            Some(Verdict::Refused(e)) => {
+            Verdict::Refused(e) => {
                 let detail = format!(
                     "{}; {}",
                     e.reason(),
@@ -317,7 +392,7 @@ impl Gateway {
             }
         };
 
-        // 8. Route roles.
+        // 10. Route roles.
         if !route.roles.is_empty() {
             match &identity {
                 None => {
@@ -351,7 +426,7 @@ impl Gateway {
             }
         }
 
-        // 9. Lockout in front of the upstream's own login route.
+        // 11. Lockout in front of the upstream's own login route.
         if let (Some(field), Some(routes)) = (&route.login_username_field, &self.auth_routes) {
             let (parts, body) = req.into_parts();
             let limit = usize::try_from(body_limit.min(LOGIN_BODY_LIMIT)).unwrap_or(usize::MAX);
@@ -380,7 +455,7 @@ impl Gateway {
                 .forward(
                     req,
                     Forward {
-                        path: &path,
+                        path,
                         client,
                         peer: &conn.peer_header,
                         identity: identity.as_deref(),
@@ -398,13 +473,13 @@ impl Gateway {
             };
         }
 
-        // 10. The upstream.
+        // 12. The upstream.
         match self
             .proxy
             .forward(
                 req,
                 Forward {
-                    path: &path,
+                    path,
                     client,
                     peer: &conn.peer_header,
                     identity: identity.as_deref(),

@@ -59,7 +59,12 @@ fn setup() -> Setup {
     }
 }
 
+/// These tests send many anonymous and bad-token requests from one address; the anonymous
+/// quota is raised so that they test identity (rate limits are tested in ratelimit.rs).
 const ROUTES: &str = r#"
+[rate_limit.tiers]
+anonymous = { limit = 10000, per = "1m" }
+
 [[routes]]
 name = "admin-area"
 path = "/admin-area/**"

@@ -186,8 +186,10 @@ async fn gcra<B: Backend>(s: &B, t: &impl Time, ns: &str) {
         ttl <= Duration::from_millis(600),
         "state lives until the bucket is full: {ttl:?}"
     );
-    // A peek (cost 0) reports without consuming.
-    assert_eq!(s.gcra(&k, q, 0).await.unwrap().remaining, 0);
+    // A peek (cost 0) asks whether one more would pass, without consuming.
+    let peek = s.gcra(&k, q, 0).await.unwrap();
+    assert!(!peek.allowed, "the bucket is empty: {peek:?}");
+    assert_eq!(peek.remaining, 0);
     assert!(
         !s.gcra(&k, q, 1).await.unwrap().allowed,
         "the peek changed nothing"
@@ -203,6 +205,25 @@ async fn gcra<B: Backend>(s: &B, t: &impl Time, ns: &str) {
         "the state expired with a full bucket"
     );
     assert_eq!(s.gcra(&k, q, 1).await.unwrap().remaining, 2);
+
+    // A changed quota keeps what is owed as a number of requests: 3 of 3 per hour used,
+    // then raised to 10 per hour, leaves 7 (not none for six minutes); lowered back,
+    // the key is over its limit.
+    let k = format!("{ns}:gcra-changed");
+    let hour = Duration::from_secs(3600);
+    let three = GcraParams::new(3, hour, 3).unwrap();
+    let ten = GcraParams::new(10, hour, 10).unwrap();
+    for _ in 0..3 {
+        assert!(s.gcra(&k, three, 1).await.unwrap().allowed);
+    }
+    assert!(!s.gcra(&k, three, 1).await.unwrap().allowed);
+    let mut raised = 0;
+    for _ in 0..10 {
+        raised += u32::from(s.gcra(&k, ten, 1).await.unwrap().allowed);
+    }
+    assert_eq!(raised, 7, "3 of the raised 10 were used");
+    let d = s.gcra(&k, three, 0).await.unwrap();
+    assert!(!d.allowed && d.remaining == 0, "10 owed against 3: {d:?}");
 }
 
 async fn concurrent_increments<B: Backend + Clone + 'static>(s: &B, ns: &str) {
@@ -662,4 +683,219 @@ async fn lockout_concurrent_failures_lock_once(s: &SharedStore, ns: &str) {
     let got = run(account(ns, "burst-account"), true, p).await;
     assert_eq!(got.iter().filter(|d| d.just_locked()).count(), 1, "{got:?}");
     assert_eq!(got.iter().filter(|d| !d.is_locked()).count(), 19, "{got:?}");
+}
+
+// ---- sliding-window rate limits, through `SharedStore` ----
+
+use portcullis_core::ratelimit::{Decision, Quota};
+use portcullis_core::store::FailMode;
+
+fn sw_quota(limit: u32, per: Duration) -> Quota {
+    Quota::new(limit, per, None).expect("a valid test quota")
+}
+
+/// One check, answered by the shared store (`Deny`: a fallback would show).
+async fn sw(s: &SharedStore, key: &str, q: &Quota, cost: u32) -> Decision {
+    let d = shared(
+        s.sliding_window(key, q, q, cost, FailMode::Deny).await,
+        "sliding window",
+    );
+    assert_eq!(
+        d.limit,
+        q.limit.get(),
+        "the decision reports the quota's limit"
+    );
+    d
+}
+
+/// The stored state, `window:prev:cur`, read back as numbers.
+async fn sw_state(s: &SharedStore, key: &str) -> Option<(u64, u32, u32)> {
+    let raw = shared(s.get(key, FailMode::Deny).await, "get")?;
+    let text = std::str::from_utf8(&raw).expect("the state is text");
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts[..] {
+        [w, p, c] => Some((
+            w.parse().expect("window"),
+            p.parse().expect("prev"),
+            c.parse().expect("cur"),
+        )),
+        _ => panic!("the state is window:prev:cur, got {text:?}"),
+    }
+}
+
+async fn sw_ttl(s: &SharedStore, key: &str) -> Option<Duration> {
+    match s.redis_backend() {
+        Some(r) => r.ttl(key).await.unwrap(),
+        None => s.local().ttl(key).await.unwrap(),
+    }
+}
+
+/// Waits until just after a window of `per` starts on the store's clock (windows are
+/// aligned to the clock's zero), so the steps of a test fall in the windows it means.
+/// A first request on a fresh key reports `reset_after = 2 × per − elapsed`.
+async fn sw_align(s: &SharedStore, t: &impl Time, key: &str, per: Duration) {
+    let d = sw(s, key, &sw_quota(1, per), 1).await;
+    let elapsed = (2 * per)
+        .checked_sub(d.reset_after)
+        .expect("reset_after of a fresh key is at most two windows");
+    t.advance(per - elapsed + t.slack() / 4).await;
+}
+
+/// The sliding-window counter of `portcullis_core::ratelimit::sliding` through
+/// [`SharedStore::sliding_window`]: the limit then a refusal with the computed wait,
+/// rollover with the previous window's weight, the stored form and its expiry, peeks,
+/// costs, a lowered limit, and exactly the limit admitted under concurrency.
+pub async fn run_sliding_window(store: &SharedStore, time: &impl Time, ns: &str) {
+    sliding_limit_rollover_and_expiry(store, time, ns).await;
+    sliding_peeks_costs_and_a_lowered_limit(store, ns).await;
+    sliding_concurrent_checks_admit_exactly_the_limit(store, ns).await;
+}
+
+async fn sliding_limit_rollover_and_expiry(s: &SharedStore, t: &impl Time, ns: &str) {
+    let per = Duration::from_secs(1);
+    let q = sw_quota(10, per);
+    let k = format!("{ns}:sw-limit");
+    sw_align(s, t, &format!("{ns}:sw-align"), per).await;
+
+    let d = sw(s, &k, &q, 0).await;
+    assert!(
+        d.allowed && d.remaining == 9,
+        "a fresh key, peeked (answered as a request of one): {d:?}"
+    );
+    assert_eq!(sw_state(s, &k).await, None, "a peek wrote");
+
+    let first = sw(s, &k, &q, 1).await;
+    assert!(first.allowed && first.remaining == 9, "{first:?}");
+    let (window, prev, cur) = sw_state(s, &k).await.expect("a state");
+    assert_eq!((prev, cur), (0, 1));
+    for want in (0..9).rev() {
+        let d = sw(s, &k, &q, 1).await;
+        assert!(d.allowed, "request {} of 10", 10 - want);
+        assert_eq!(d.remaining, want);
+    }
+    // The 11th waits for the next window and a tenth of it (the weight falls to 9):
+    // 1.1 s after the window's start, which the first request's reset_after (2 s after
+    // it) tells.
+    let d = sw(s, &k, &q, 1).await;
+    assert!(!d.allowed && d.remaining == 0, "over the limit: {d:?}");
+    close_to(
+        d.retry_after,
+        first.reset_after - per * 9 / 10,
+        t.slack(),
+        "retry_after at the limit",
+    );
+    close_to(
+        d.reset_after,
+        first.reset_after,
+        t.slack(),
+        "reset_after at the limit",
+    );
+    let d = sw(s, &k, &q, 0).await;
+    assert!(
+        !d.allowed && d.remaining == 0,
+        "a peek at the limit is refused: {d:?}"
+    );
+    assert_eq!(
+        sw_state(s, &k).await,
+        Some((window, 0, 10)),
+        "refusals and peeks wrote"
+    );
+    let ttl = sw_ttl(s, &k).await.expect("the state has a ttl");
+    close_to(ttl, 2 * per, t.slack(), "the state lives two windows");
+
+    // Half-way through the next window the previous one weighs 5: five more pass, and
+    // the sixth waits until it weighs 4, at 60 % of the window. A peek is answered as a
+    // request of one: it would pass and leave 4, and the quota would be whole at the end
+    // of the window after this one.
+    t.advance(per * 3 / 2).await;
+    let peek = sw(s, &k, &q, 0).await;
+    assert!(peek.allowed, "{peek:?}");
+    assert_eq!(peek.remaining, 4, "the previous window's weight: {peek:?}");
+    for i in 0..5 {
+        let d = sw(s, &k, &q, 1).await;
+        assert!(d.allowed, "request {i} after the rollover");
+        assert_eq!(d.remaining, 4 - i);
+    }
+    let d = sw(s, &k, &q, 1).await;
+    assert!(!d.allowed, "the sixth after the rollover: {d:?}");
+    close_to(
+        d.retry_after,
+        peek.reset_after - per - per * 2 / 5,
+        t.slack(),
+        "retry_after after the rollover",
+    );
+    assert_eq!(
+        sw_state(s, &k).await,
+        Some((window + 1, 10, 5)),
+        "the counts shifted"
+    );
+
+    t.advance(2 * per + Duration::from_millis(50)).await;
+    assert_eq!(sw_state(s, &k).await, None, "the state expired");
+    assert_eq!(sw_ttl(s, &k).await, None);
+    let d = sw(s, &k, &q, 1).await;
+    assert!(d.allowed && d.remaining == 9, "a fresh start: {d:?}");
+}
+
+async fn sliding_peeks_costs_and_a_lowered_limit(s: &SharedStore, ns: &str) {
+    // A minute: nothing decays noticeably during the test.
+    let per = Duration::from_secs(60);
+    let q = sw_quota(5, per);
+    let k = format!("{ns}:sw-peek");
+    for _ in 0..20 {
+        let d = sw(s, &k, &q, 0).await;
+        assert!(d.allowed && d.remaining == 4, "{d:?}");
+    }
+    assert_eq!(sw_state(s, &k).await, None, "peeks wrote");
+
+    let d = sw(s, &k, &q, 3).await;
+    assert!(d.allowed && d.remaining == 2, "a cost of 3: {d:?}");
+    let d = sw(s, &k, &q, 3).await;
+    assert!(!d.allowed && d.remaining == 2, "3 more do not fit: {d:?}");
+    for _ in 0..5 {
+        assert_eq!(sw(s, &k, &q, 0).await.remaining, 1, "peeks count nothing");
+    }
+    let d = sw(s, &k, &q, 2).await;
+    assert!(d.allowed && d.remaining == 0, "2 fit: {d:?}");
+    let d = sw(s, &k, &q, 6).await;
+    assert!(!d.allowed, "a cost above the limit never passes");
+    assert_eq!(d.retry_after, per, "and is told to wait one window");
+    let (_, prev, cur) = sw_state(s, &k).await.expect("a state");
+    assert_eq!((prev, cur), (0, 5));
+
+    // The limit lowered to 3 under the stored 5: a request (and a peek, answered as
+    // one) is refused until the 5 have decayed to 2 in the next window, 3/5 into it.
+    // Wait and reset come from the same script run, so the relation between them is
+    // exact on every backend.
+    let lowered = sw_quota(3, per);
+    let per_us = per.as_micros() as u64;
+    let y = Duration::from_micros(per_us - 2 * per_us / 5);
+    for cost in [0, 1] {
+        let d = sw(s, &k, &lowered, cost).await;
+        assert!(
+            !d.allowed && d.remaining == 0,
+            "cost {cost} over a lowered limit: {d:?}"
+        );
+        assert_eq!(d.retry_after, d.reset_after - per + y, "cost {cost}: {d:?}");
+    }
+}
+
+async fn sliding_concurrent_checks_admit_exactly_the_limit(s: &SharedStore, ns: &str) {
+    let k = Arc::new(format!("{ns}:sw-concurrent"));
+    // 20 per minute: the previous window's weight cannot let one more in.
+    let q = sw_quota(20, Duration::from_secs(60));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let s = s.clone();
+            let k = k.clone();
+            tokio::spawn(async move { sw(&s, &k, &q, 1).await.allowed })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(allowed, 20, "200 concurrent checks against a limit of 20");
+    let (_, prev, cur) = sw_state(s, &k).await.expect("a state");
+    assert_eq!(prev + cur, 20, "every admission counted once");
 }

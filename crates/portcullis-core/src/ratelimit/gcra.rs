@@ -6,18 +6,23 @@
 //! every `T`. The stored TAT expires when it falls behind `now` (a full bucket), so state
 //! lives exactly as long as it matters.
 //!
+//! The state keeps the `T` it was written with. When the quota changes (an override, a
+//! new configuration), what is owed is carried over as a number of requests, not as time:
+//! a client that used 3 of 3 per hour and is raised to 10 per hour has 7 left, not none
+//! for another six minutes. So a changed quota applies from the next decision.
+//!
 //! ```
 //! use portcullis_core::ratelimit::gcra::{GcraParams, decide};
 //! use std::time::Duration;
 //!
 //! let q = GcraParams::new(3, Duration::from_secs(1), 3).unwrap();
-//! let mut tat = None;
+//! let mut state = None;
 //! for _ in 0..3 {
-//!     let (d, new) = decide(0, tat, q, 1);
+//!     let (d, new) = decide(0, state, q, 1);
 //!     assert!(d.allowed);
-//!     tat = new;
+//!     state = new;
 //! }
-//! let (d, _) = decide(0, tat, q, 1);
+//! let (d, _) = decide(0, state, q, 1);
 //! assert!(!d.allowed);
 //! assert_eq!(d.retry_after, Duration::from_micros(333_333));
 //! ```
@@ -55,6 +60,48 @@ impl GcraParams {
     }
 }
 
+/// What is stored for a key: its TAT, and the `T` it was computed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcraState {
+    /// Theoretical arrival time, microseconds on the store's clock.
+    pub tat_us: u64,
+    /// The emission interval of the quota that wrote it.
+    pub emission_us: u64,
+}
+
+impl GcraState {
+    /// The TAT under `p`: what is owed beyond `now` rescaled from the stored `T` to
+    /// `p`'s, so the number of requests owed is kept (rounded down, to the microsecond).
+    pub fn tat_under(self, now_us: u64, p: GcraParams) -> u64 {
+        if self.tat_us <= now_us {
+            return now_us;
+        }
+        let owed = self.tat_us - now_us;
+        if self.emission_us == p.emission_us || self.emission_us == 0 {
+            return self.tat_us;
+        }
+        let scaled = u128::from(owed) * u128::from(p.emission_us) / u128::from(self.emission_us);
+        now_us.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
+    }
+
+    /// The stored form, `"<tat>:<T>"`, as the Lua script writes it.
+    pub fn encode(self) -> String {
+        format!("{}:{}", self.tat_us, self.emission_us)
+    }
+
+    /// Reads the stored form; a bare TAT (no `T`) is taken to be of the current quota.
+    pub fn decode(s: &str, p: GcraParams) -> Option<Self> {
+        let (tat, t) = match s.split_once(':') {
+            Some((tat, t)) => (tat.parse().ok()?, t.parse().ok()?),
+            None => (s.parse().ok()?, p.emission_us),
+        };
+        Some(Self {
+            tat_us: tat,
+            emission_us: t,
+        })
+    }
+}
+
 /// The outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GcraDecision {
@@ -68,17 +115,22 @@ pub struct GcraDecision {
     pub reset_after: Duration,
 }
 
-/// Decides a request of `cost` at `now_us` against the stored `tat_us` (`None`: no state,
-/// a full bucket). Returns the decision and, when admitted with a cost, the TAT to store
-/// (with a time to live of `new_tat − now`).
+/// Decides a request of `cost` at `now_us` against the stored `state` (`None`: no state,
+/// a full bucket). Returns the decision and, when admitted with a cost, the state to store
+/// (with a time to live of `tat − now`).
+///
+/// Cost 0 is a *peek*: decided as a request of cost 1 (would one more pass now?), with
+/// nothing stored — for routes that count only some answers, which ask before the
+/// request and pay after it.
 pub fn decide(
     now_us: u64,
-    tat_us: Option<u64>,
+    state: Option<GcraState>,
     p: GcraParams,
     cost: u32,
-) -> (GcraDecision, Option<u64>) {
-    let tat = tat_us.unwrap_or(now_us).max(now_us);
-    let new_tat = tat.saturating_add(p.emission_us.saturating_mul(u64::from(cost)));
+) -> (GcraDecision, Option<GcraState>) {
+    let tat = state.map_or(now_us, |s| s.tat_under(now_us, p));
+    let weight = u64::from(cost.max(1));
+    let new_tat = tat.saturating_add(p.emission_us.saturating_mul(weight));
     let ahead = new_tat - now_us;
     if ahead <= p.capacity_us {
         let remaining = (p.capacity_us - ahead) / p.emission_us;
@@ -88,7 +140,11 @@ pub fn decide(
             retry_after: Duration::ZERO,
             reset_after: Duration::from_micros(ahead),
         };
-        (decision, (cost > 0).then_some(new_tat))
+        let write = (cost > 0).then_some(GcraState {
+            tat_us: new_tat,
+            emission_us: p.emission_us,
+        });
+        (decision, write)
     } else {
         let decision = GcraDecision {
             allowed: false,
@@ -153,6 +209,77 @@ mod tests {
         let (d, t) = decide(0, None, p, 0);
         assert!(d.allowed);
         assert_eq!(t, None);
+        // One admitted: the bucket is empty, and a peek says so.
+        let (_, t) = decide(0, None, p, 1);
+        let (d, kept) = decide(0, t, p, 0);
+        assert!(!d.allowed, "a peek asks whether one more would pass");
+        assert_eq!(d.retry_after, Duration::from_secs(1));
+        assert_eq!(kept, None);
+    }
+
+    #[test]
+    fn a_changed_quota_keeps_the_number_of_requests_owed() {
+        let hour = 3_600_000;
+        let (three, ten) = (q(3, hour, 3), q(10, hour, 10));
+        let mut state = None;
+        for _ in 0..3 {
+            state = decide(0, state, three, 1).1;
+        }
+        assert!(!decide(0, state, three, 1).0.allowed);
+        // Raised to 10: 3 of 10 used, so 7 more, at once.
+        let mut admitted = 0;
+        for _ in 0..10 {
+            let (d, w) = decide(1, state, ten, 1);
+            if d.allowed {
+                admitted += 1;
+                state = w;
+            }
+        }
+        assert_eq!(admitted, 7);
+        assert_eq!(
+            state.unwrap().emission_us,
+            ten.emission_us,
+            "rewritten in the new T"
+        );
+        // Lowered back to 3 with 10 owed: refused until 8 are paid back at the new rate.
+        let (d, _) = decide(1, state, three, 1);
+        assert!(!d.allowed);
+        // (Each rescale rounds down to the microsecond.)
+        let t3 = three.emission_us;
+        let retry = u64::try_from(d.retry_after.as_micros()).unwrap();
+        assert!((8 * t3 - 10..=8 * t3).contains(&retry), "{retry}");
+        // A burst-only change keeps T, and the state as it is.
+        let s = GcraState {
+            tat_us: 500,
+            emission_us: 100,
+        };
+        assert_eq!(s.tat_under(0, q(10, 1, 3)), 500);
+        assert_eq!(
+            s.tat_under(600, q(10, 1, 3)),
+            600,
+            "in the past: a full bucket"
+        );
+    }
+
+    #[test]
+    fn the_stored_form_round_trips() {
+        let p = q(10, 1000, 10);
+        let s = GcraState {
+            tat_us: 1_700_000_000_123_456,
+            emission_us: 100_000,
+        };
+        assert_eq!(GcraState::decode(&s.encode(), p), Some(s));
+        assert_eq!(
+            GcraState::decode("42", p),
+            Some(GcraState {
+                tat_us: 42,
+                emission_us: p.emission_us
+            }),
+            "a bare TAT is of the current quota"
+        );
+        for bad in ["", "x", "1:", ":1", "1:2:3", "-1:5"] {
+            assert_eq!(GcraState::decode(bad, p), None, "{bad:?}");
+        }
     }
 
     #[test]

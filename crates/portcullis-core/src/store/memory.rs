@@ -49,6 +49,19 @@ const EXPIRY_SAMPLE: usize = 2;
 enum Value {
     Bytes(Bytes),
     Int(i64),
+    /// A GCRA state, kept unencoded on the hot path.
+    Gcra(gcra::GcraState),
+}
+
+impl Value {
+    /// The value as Redis would hold it.
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Value::Bytes(b) => b.clone(),
+            Value::Int(i) => Bytes::from(i.to_string()),
+            Value::Gcra(g) => Bytes::from(g.encode()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -228,10 +241,7 @@ impl MemoryStore {
     fn get_now(&self, key: &str) -> StoreResult<Option<Bytes>> {
         let now = self.now_us();
         let mut s = self.shard(key);
-        Ok(s.live(key, now).map(|e| match &e.value {
-            Value::Bytes(b) => b.clone(),
-            Value::Int(i) => Bytes::from(i.to_string()),
-        }))
+        Ok(s.live(key, now).map(|e| e.value.to_bytes()))
     }
 
     fn set_now(&self, key: &str, value: Bytes, ttl: Duration, only_if_absent: bool) -> bool {
@@ -255,14 +265,13 @@ impl MemoryStore {
         let mut s = self.shard(key);
         if let Some(e) = s.live(key, now) {
             let cur = match &e.value {
-                Value::Int(i) => *i,
+                Value::Int(i) => Some(*i),
                 Value::Bytes(b) => std::str::from_utf8(b)
                     .ok()
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("{key} does not hold an integer"))
-                    })?,
-            };
+                    .and_then(|t| t.parse::<i64>().ok()),
+                Value::Gcra(_) => None,
+            }
+            .ok_or_else(|| StoreError::Corrupt(format!("{key} does not hold an integer")))?;
             let next = cur
                 .checked_add(by)
                 .ok_or_else(|| StoreError::Corrupt(format!("{key} would overflow")))?;
@@ -281,23 +290,30 @@ impl MemoryStore {
         let now = self.now_us();
         let cap = self.inner.per_shard;
         let mut s = self.shard(key);
-        let tat = match s.live(key, now) {
+        let state = match s.live(key, now) {
             None => None,
             Some(Entry {
-                value: Value::Int(t),
+                value: Value::Gcra(g),
                 ..
-            }) => Some(u64::try_from(*t).unwrap_or(0)),
-            Some(_) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{key} does not hold a rate-limit state"
-                )));
+            }) => Some(*g),
+            Some(e) => {
+                let b = e.value.to_bytes();
+                let g = std::str::from_utf8(&b)
+                    .ok()
+                    .and_then(|t| gcra::GcraState::decode(t, params));
+                if g.is_none() {
+                    return Err(StoreError::Corrupt(format!(
+                        "{key} does not hold a rate-limit state"
+                    )));
+                }
+                g
             }
         };
-        let (decision, new_tat) = gcra::decide(now, tat, params, cost);
-        if let Some(t) = new_tat {
+        let (decision, write) = gcra::decide(now, state, params, cost);
+        if let Some(g) = write {
             let entry = Entry {
-                value: Value::Int(i64::try_from(t).unwrap_or(i64::MAX)),
-                expires_us: t,
+                value: Value::Gcra(g),
+                expires_us: g.tat_us,
             };
             s.insert(key, entry, cap, now);
         }
@@ -317,6 +333,11 @@ pub(crate) enum Write {
 }
 
 impl MemoryStore {
+    /// The value of `key` as bytes, if live.
+    pub(crate) fn get_now_bytes(&self, key: &str) -> Option<Bytes> {
+        self.get_now(key).ok().flatten()
+    }
+
     /// An atomic read-modify-write of one key, the in-memory counterpart of a Lua script:
     /// `f` sees the time (the store's microseconds, the same clock as TTLs) and the current
     /// value, and says what to write; the shard stays locked throughout.
@@ -328,17 +349,7 @@ impl MemoryStore {
         let now = self.now_us();
         let cap = self.inner.per_shard;
         let mut s = self.shard(key);
-        let current = match s.live(key, now) {
-            None => None,
-            Some(Entry {
-                value: Value::Bytes(b),
-                ..
-            }) => Some(b.clone()),
-            Some(Entry {
-                value: Value::Int(i),
-                ..
-            }) => Some(Bytes::from(i.to_string())),
-        };
+        let current = s.live(key, now).map(|e| e.value.to_bytes());
         let (out, write) = f(now, current.as_ref());
         match write {
             Write::Keep => {}

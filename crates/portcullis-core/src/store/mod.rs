@@ -23,11 +23,14 @@
 //! Redis Cluster keeps them in one slot.
 
 pub mod lockout;
+pub mod maps;
 pub mod memory;
+pub mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sessions;
 pub mod shared;
+pub mod sliding;
 
 use std::fmt;
 use std::future::Future;

@@ -92,6 +92,9 @@ const fn required(key: &'static str, ty: Ty, doc: &'static str) -> KeyDef {
     }
 }
 
+/// The default of a key that has none: read with `Loader::opt_int`.
+pub(crate) const UNSET: &str = "unset";
+
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -387,6 +390,36 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "Failed logins per source within `window`, all accounts together: credential stuffing from one address stops here.",
     ),
     key(
+        "rate_limit.enabled",
+        Ty::Bool,
+        "true",
+        "Apply the tier quotas and the routes' `rate_limit`s.",
+    ),
+    key(
+        "rate_limit.algorithm",
+        Ty::Enum(&["gcra", "sliding_window"]),
+        "\"gcra\"",
+        "`gcra`: at most `burst` at once, then one every `per / limit`, exact at every instant. `sliding_window`: at most about `limit` in any window of `per` (the previous window weighted by its overlap).",
+    ),
+    key(
+        "rate_limit.headers",
+        Ty::Enum(&["draft", "legacy", "both", "none"]),
+        "\"draft\"",
+        "Which headers tell clients their quota: `draft` = `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10), `legacy` = `X-RateLimit-Limit`, `-Remaining`, `-Reset` (Unix seconds, as express-rate-limit sends it).",
+    ),
+    key(
+        "rate_limit.ipv6_prefix",
+        Ty::Int { min: 32, max: 128 },
+        "56",
+        "Clients keyed by address are keyed by this IPv6 network (an end site gets a /56 or /64), so one client is not a billion keys. IPv4 addresses are keyed whole.",
+    ),
+    key(
+        "rate_limit.on_redis_down",
+        Ty::Enum(&["local", "allow", "deny"]),
+        "\"local\"",
+        "While Redis is unavailable: `local` = limits in this instance's memory, quotas divided by `instances`; `allow` = no limit; `deny` = 503 with `Retry-After`. A route's `on_redis_down` overrides it.",
+    ),
+    key(
         "memory.max_keys",
         Ty::Int {
             min: 1000,
@@ -520,6 +553,51 @@ pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
         "Roles that may use the route; a caller needs one of them. Without an identity: 401; without the role: 403; the upstream is not reached. Empty: no identity required.",
     ),
     key(
+        "rate_limit.limit",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000_000,
+        },
+        UNSET,
+        "This route's own quota, replacing the caller's tier quota: requests per `rate_limit.per`. Written `rate_limit = { limit = 30, per = \"1m\", key = \"subject\" }`. Unset: the tier quota applies.",
+    ),
+    key(
+        "rate_limit.per",
+        Ty::Duration {
+            min: Duration::from_millis(1),
+            max: secs(DAY),
+        },
+        "\"1m\"",
+        "The window of the route's quota.",
+    ),
+    key(
+        "rate_limit.burst",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000_000,
+        },
+        UNSET,
+        "Requests allowed at once (GCRA). Default: `limit`.",
+    ),
+    key(
+        "rate_limit.key",
+        Ty::Enum(&["subject", "ip", "subject_or_ip"]),
+        "\"subject_or_ip\"",
+        "Whom the route's quota counts: `subject` = each verified subject (callers without an identity get the `anonymous` tier instead, by address); `ip` = each client address; `subject_or_ip` = the subject when there is one, else the address.",
+    ),
+    key(
+        "count",
+        Ty::Enum(&["all", "failures"]),
+        "\"all\"",
+        "`failures`: only answers with status 400 or above use up the quota (for login-like routes); requests are still refused once it is used up.",
+    ),
+    key(
+        "on_redis_down",
+        Ty::Enum(&["default", "local", "allow", "deny"]),
+        "\"default\"",
+        "This route's rate-limit fail mode while Redis is unavailable; `default` = `rate_limit.on_redis_down`. Use `deny` for routes that must never run unlimited (503 with `Retry-After`).",
+    ),
+    key(
         "login.username_field",
         Ty::Str,
         "\"\"",
@@ -557,6 +635,56 @@ pub(crate) static ISSUER_FIELDS: &[KeyDef] = &[
         "The claim holding the roles: a list, or a space-separated string.",
     ),
 ];
+
+/// A table of named tables (`[rate_limit.tiers]`): file only.
+#[derive(Debug)]
+pub(crate) struct MapDef {
+    pub(crate) key: &'static str,
+    pub(crate) doc: &'static str,
+    /// The entries present when the file names none.
+    pub(crate) defaults: &'static [(&'static str, &'static str)],
+    pub(crate) fields: &'static [KeyDef],
+}
+
+pub(crate) static TIER_FIELDS: &[KeyDef] = &[
+    required(
+        "limit",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000_000,
+        },
+        "Requests per `per`.",
+    ),
+    key(
+        "per",
+        Ty::Duration {
+            min: Duration::from_millis(1),
+            max: secs(DAY),
+        },
+        "\"1m\"",
+        "The window.",
+    ),
+    key(
+        "burst",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000_000,
+        },
+        UNSET,
+        "Requests allowed at once (GCRA). Default: `limit`.",
+    ),
+];
+
+pub(crate) static MAPS: &[MapDef] = &[MapDef {
+    key: "rate_limit.tiers",
+    doc: "Quotas by role, as `role = { limit = N, per = \"1m\", burst = N }`. A caller gets the quota of its best role (the highest rate); callers without an identity get `anonymous`, counted by address; identified callers are counted by subject. One bucket per caller is shared by every route without its own `rate_limit`, `/auth/*` included. Entries in the file replace the defaults of the same name; the others stay.",
+    defaults: &[
+        ("anonymous", "{ limit = 60, per = \"1m\", burst = 20 }"),
+        ("user", "{ limit = 600, per = \"1m\" }"),
+        ("admin", "{ limit = 6000, per = \"1m\" }"),
+    ],
+    fields: TIER_FIELDS,
+}];
 
 pub(crate) static TABLE_ARRAYS: &[TableArrayDef] = &[
     TableArrayDef {

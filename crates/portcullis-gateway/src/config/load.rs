@@ -14,7 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::de::{DeTable, DeValue};
 
-use super::keys::{self, ENV_CONFIG_FILE, ENV_PREFIX, KEYS, KeyDef, TABLE_ARRAYS, Ty};
+use super::keys::{self, ENV_CONFIG_FILE, ENV_PREFIX, KEYS, KeyDef, MAPS, TABLE_ARRAYS, Ty};
 use super::value::{self, Parsed, Raw, mask_userinfo};
 
 /// Where a value came from.
@@ -152,6 +152,7 @@ pub(crate) struct Loader<'a> {
     prefix: String,
     file: HashMap<&'static str, (&'a DeValue<'a>, Origin)>,
     arrays: HashMap<&'static str, Vec<(&'a DeTable<'a>, Origin)>>,
+    maps: HashMap<&'static str, Vec<(String, &'a DeTable<'a>, Origin)>>,
     text: HashMap<&'static str, (&'a str, Origin)>,
     source: Option<(&'a str, Arc<str>)>,
     pub(crate) errors: Vec<ConfigError>,
@@ -166,6 +167,7 @@ impl<'a> Loader<'a> {
             prefix,
             file: HashMap::new(),
             arrays: HashMap::new(),
+            maps: HashMap::new(),
             text: HashMap::new(),
             source: None,
             errors: Vec::new(),
@@ -215,6 +217,38 @@ impl<'a> Loader<'a> {
             };
             if let Some(def) = keys::find(self.defs, &full) {
                 self.file.insert(def.key, (v.get_ref(), origin));
+            } else if let Some(map) = MAPS.iter().find(|m| m.key == full) {
+                match v.get_ref() {
+                    DeValue::Table(entries) => {
+                        let mut out = Vec::new();
+                        let mut sorted: Vec<_> = entries.iter().collect();
+                        sorted.sort_by_key(|(k, _)| k.span().start);
+                        for (name, entry) in sorted {
+                            let origin = Origin::File {
+                                path: path.clone(),
+                                line: line_of(text, name.span().start),
+                            };
+                            match entry.get_ref() {
+                                DeValue::Table(t) => {
+                                    out.push((name.get_ref().to_string(), t, origin))
+                                }
+                                _ => self.errors.push(ConfigError {
+                                    key: format!("{full}.{}", name.get_ref()),
+                                    origin: Some(origin),
+                                    message:
+                                        "expected a table such as { limit = 60, per = \"1m\" }"
+                                            .into(),
+                                }),
+                            }
+                        }
+                        self.maps.insert(map.key, out);
+                    }
+                    _ => self.errors.push(ConfigError {
+                        key: full.clone(),
+                        origin: Some(origin),
+                        message: format!("expected a table [{full}]"),
+                    }),
+                }
             } else if let Some(arr) = TABLE_ARRAYS.iter().find(|a| a.key == full) {
                 match v.get_ref() {
                     DeValue::Array(items) => {
@@ -265,6 +299,7 @@ impl<'a> Loader<'a> {
                     .iter()
                     .map(|d| d.key)
                     .chain(sections)
+                    .chain(MAPS.iter().map(|m| m.key))
                     .chain(TABLE_ARRAYS.iter().map(|a| a.key));
                 let hint = match keys::suggest(&full, candidates) {
                     Some(s) => format!("; did you mean {s}?"),
@@ -398,6 +433,38 @@ impl<'a> Loader<'a> {
         self.get(key, |r| value::integer(r, min, max))
     }
 
+    /// An integer key without a default: `None` unless a source sets it.
+    pub(crate) fn opt_int(&mut self, key: &'static str) -> Option<i64> {
+        let def = self.def(key);
+        let Ty::Int { min, max } = def.ty else {
+            panic!("{key} is not an int")
+        };
+        assert!(
+            def.default == keys::UNSET || def.required,
+            "{key} has a default; use int()"
+        );
+        #[cfg(test)]
+        self.read.insert(def.key);
+        let (raw, origin) = if let Some((s, o)) = self.text.get(key) {
+            (Raw::Text(s), o.clone())
+        } else if let Some((v, o)) = self.file.get(key) {
+            (Raw::Toml(v), o.clone())
+        } else {
+            return None;
+        };
+        match value::integer(raw, min, max) {
+            Ok(v) => Some(v),
+            Err(expected) => {
+                self.errors.push(ConfigError {
+                    key: format!("{}{key}", self.prefix),
+                    origin: Some(origin),
+                    message: format!("{expected}; got {}", mask_userinfo(&raw.display())),
+                });
+                None
+            }
+        }
+    }
+
     pub(crate) fn float(&mut self, key: &'static str) -> f64 {
         let Ty::Float { min, max } = self.def(key).ty else {
             panic!("{key} is not a float")
@@ -473,6 +540,46 @@ impl<'a> Loader<'a> {
             "{key} is not a method list"
         );
         self.get(key, value::methods)
+    }
+
+    /// A loader per entry of the table of tables `key` (file entries over the defaults),
+    /// with the entry's name.
+    pub(crate) fn map_tables(&mut self, key: &'static str) -> Vec<(String, Loader<'a>)> {
+        let def = MAPS.iter().find(|m| m.key == key).expect("declared map");
+        let from_file = self.maps.remove(key).unwrap_or_default();
+        let mut out: Vec<(String, Loader<'a>)> = Vec::new();
+        for (name, default) in def.defaults {
+            if from_file.iter().any(|(n, _, _)| n == name) {
+                continue;
+            }
+            let mut child = Loader::empty(def.fields, format!("{key}.{name}."));
+            // Defaults are TOML too: parse them into owned values the child can read.
+            child.defaults_from(default);
+            out.push(((*name).to_owned(), child));
+        }
+        for (name, table, _origin) in from_file {
+            let mut child = Loader::empty(def.fields, format!("{key}.{name}."));
+            child.source = self.source.clone();
+            child.collect_table(table);
+            out.push((name, child));
+        }
+        out
+    }
+
+    /// Fills a child loader's text values from an inline TOML table of defaults.
+    fn defaults_from(&mut self, inline: &'static str) {
+        let Ok(v) = DeValue::parse(inline) else {
+            return;
+        };
+        // Leaked once per default at start-up: a handful of bytes, for borrowed values.
+        let v: &'static toml::Spanned<DeValue<'static>> = Box::leak(Box::new(v));
+        if let DeValue::Table(t) = v.get_ref() {
+            for (k, val) in t.iter() {
+                if let Some(def) = keys::find(self.defs, k.get_ref()) {
+                    self.file.insert(def.key, (val.get_ref(), Origin::Default));
+                }
+            }
+        }
     }
 
     /// A loader per table of the array of tables `key` (file only), and where each starts.

@@ -26,6 +26,11 @@ use portcullis_core::store::RedisConfig;
 
 pub use load::{ConfigError, ConfigErrors, Flag, Origin, Sources};
 
+/// Parses a duration as the configuration writes them (`"250ms"`, `"10m"`, `"1h30m"`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    value::parse_duration(s)
+}
+
 use load::Loader;
 
 /// The validated configuration.
@@ -51,6 +56,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Identity.
     pub auth: AuthConfig,
+    /// Rate limiting.
+    pub rate_limit: RateLimitConfig,
     /// Request limits.
     pub limits: Limits,
     /// Logging.
@@ -118,6 +125,98 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
+}
+
+/// What a rate limit does while Redis is unavailable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisDown {
+    /// Limits in memory, quotas divided by `instances`.
+    Local,
+    /// No limit.
+    Allow,
+    /// 503 with `Retry-After`.
+    Deny,
+}
+
+impl RedisDown {
+    /// The configuration word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// Which rate-limit headers to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimitHeaders {
+    /// `RateLimit-Policy` and `RateLimit`.
+    Draft,
+    /// `X-RateLimit-*`.
+    Legacy,
+    /// Both sets.
+    Both,
+    /// None.
+    None,
+}
+
+/// Whom a route's quota counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    /// The verified subject (by address without one).
+    Subject,
+    /// The client address.
+    Ip,
+    /// The subject when there is one, else the address.
+    SubjectOrIp,
+}
+
+impl RateKey {
+    /// The configuration word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Subject => "subject",
+            Self::Ip => "ip",
+            Self::SubjectOrIp => "subject_or_ip",
+        }
+    }
+}
+
+/// A tier: a role's quota.
+#[derive(Clone, Debug)]
+pub struct Tier {
+    /// The role (or `anonymous`).
+    pub role: String,
+    /// Its quota.
+    pub quota: portcullis_core::ratelimit::Quota,
+}
+
+/// `[rate_limit]`.
+#[derive(Clone, Debug)]
+pub struct RateLimitConfig {
+    /// On or off.
+    pub enabled: bool,
+    /// The algorithm.
+    pub algorithm: portcullis_core::ratelimit::Algorithm,
+    /// Which headers.
+    pub headers: RateLimitHeaders,
+    /// IPv6 grouping.
+    pub ipv6_prefix: u8,
+    /// Default fail mode.
+    pub on_redis_down: RedisDown,
+    /// Quotas by role, `anonymous` included.
+    pub tiers: Vec<Tier>,
+}
+
+/// A route's own rate limit.
+#[derive(Clone, Debug)]
+pub struct RouteRateLimit {
+    /// The quota.
+    pub quota: portcullis_core::ratelimit::Quota,
+    /// Whom it counts.
+    pub key: RateKey,
 }
 
 /// Identity (`[auth]`).
@@ -248,6 +347,12 @@ pub struct RouteConfig {
     pub roles: Vec<String>,
     /// Lockout in front of the upstream's login route: the username field.
     pub login_username_field: Option<String>,
+    /// The route's own quota.
+    pub rate_limit: Option<RouteRateLimit>,
+    /// Count only failed answers (status ≥ 400).
+    pub count_failures: bool,
+    /// Fail mode override.
+    pub on_redis_down: Option<RedisDown>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -363,6 +468,7 @@ fn read(l: &mut Loader<'_>) -> Config {
 
     let store = read_store(l);
     let auth = read_auth(l);
+    let rate_limit = read_rate_limit(l);
 
     let limits = Limits {
         body: l.size("limits.body"),
@@ -412,6 +518,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         upstream_ca_file,
         store,
         auth,
+        rate_limit,
         limits,
         log,
         routes,
@@ -544,6 +651,60 @@ fn read_issuers(
     out
 }
 
+fn redis_down(word: &str) -> RedisDown {
+    match word {
+        "allow" => RedisDown::Allow,
+        "deny" => RedisDown::Deny,
+        _ => RedisDown::Local,
+    }
+}
+
+fn read_rate_limit(l: &mut Loader<'_>) -> RateLimitConfig {
+    use portcullis_core::ratelimit::{Algorithm, Quota};
+    let mut tiers = Vec::new();
+    for (role, mut t) in l.map_tables("rate_limit.tiers") {
+        if !valid_role(&role) {
+            t.error(
+                "limit",
+                format!("{role:?} is not a role name (lower-case letters, digits, '_' or '-')"),
+            );
+        }
+        let limit = t.opt_int("limit").and_then(|v| u32::try_from(v).ok());
+        let per = t.duration("per");
+        let burst = t.opt_int("burst").and_then(|v| u32::try_from(v).ok());
+        if limit.is_none() && !t.is_set("limit") {
+            t.error("limit", "required");
+        }
+        let quota = limit.and_then(|limit| Quota::new(limit, per, burst));
+        l.absorb(t);
+        if let Some(quota) = quota {
+            tiers.push(Tier { role, quota });
+        }
+    }
+    if !tiers.iter().any(|t| t.role == "anonymous") {
+        l.error(
+            "rate_limit.tiers",
+            "an `anonymous` tier is needed: it is the quota of callers without an identity",
+        );
+    }
+    RateLimitConfig {
+        enabled: l.boolean("rate_limit.enabled"),
+        algorithm: match l.choice("rate_limit.algorithm") {
+            "sliding_window" => Algorithm::SlidingWindow,
+            _ => Algorithm::Gcra,
+        },
+        headers: match l.choice("rate_limit.headers") {
+            "legacy" => RateLimitHeaders::Legacy,
+            "both" => RateLimitHeaders::Both,
+            "none" => RateLimitHeaders::None,
+            _ => RateLimitHeaders::Draft,
+        },
+        ipv6_prefix: u8::try_from(l.int("rate_limit.ipv6_prefix")).unwrap_or(56),
+        on_redis_down: redis_down(l.choice("rate_limit.on_redis_down")),
+        tiers,
+    }
+}
+
 fn read_store(l: &mut Loader<'_>) -> StoreConfig {
     let url = l.string("redis.url");
     let key_prefix = l.string("redis.key_prefix");
@@ -663,6 +824,40 @@ fn read_routes(l: &mut Loader<'_>) -> Vec<RouteConfig> {
         }
         let field = r.string("login.username_field");
         let login_username_field = (!field.is_empty()).then_some(field);
+        let rl_limit = r.opt_int("rate_limit.limit");
+        let rl_per = r.duration("rate_limit.per");
+        let rl_burst = r.opt_int("rate_limit.burst");
+        let rl_key = match r.choice("rate_limit.key") {
+            "subject" => RateKey::Subject,
+            "ip" => RateKey::Ip,
+            _ => RateKey::SubjectOrIp,
+        };
+        let rate_limit = if let Some(limit) = rl_limit {
+            portcullis_core::ratelimit::Quota::new(
+                u32::try_from(limit).unwrap_or(1),
+                rl_per,
+                rl_burst.and_then(|b| u32::try_from(b).ok()),
+            )
+            .map(|quota| RouteRateLimit { quota, key: rl_key })
+        } else if r.is_set("rate_limit.limit") {
+            None
+        } else {
+            if r.is_set("rate_limit.per")
+                || r.is_set("rate_limit.burst")
+                || r.is_set("rate_limit.key")
+            {
+                r.error(
+                    "rate_limit.limit",
+                    "required when the route sets rate_limit",
+                );
+            }
+            None
+        };
+        let count_failures = r.choice("count") == "failures";
+        let on_redis_down = match r.choice("on_redis_down") {
+            "default" => None,
+            w => Some(redis_down(w)),
+        };
         l.absorb(r);
         if let Some(path) = path {
             routes.push(RouteConfig {
@@ -671,6 +866,9 @@ fn read_routes(l: &mut Loader<'_>) -> Vec<RouteConfig> {
                 methods,
                 roles,
                 login_username_field,
+                rate_limit,
+                count_failures,
+                on_redis_down,
             });
         }
     }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::keys::{self, ENV_CONFIG_FILE, KEYS, KeyDef, TABLE_ARRAYS, Ty};
+use super::keys::{self, ENV_CONFIG_FILE, KEYS, KeyDef, MAPS, TABLE_ARRAYS, Ty};
 use super::value::{fmt_duration, fmt_size};
 
 fn ty_name(ty: Ty) -> String {
@@ -38,6 +38,8 @@ fn cell(s: &str) -> String {
 fn default_cell(d: &KeyDef) -> String {
     if d.required {
         "required".into()
+    } else if d.default == keys::UNSET {
+        "(unset)".into()
     } else if d.default == "\"\"" {
         "(empty)".into()
     } else {
@@ -86,6 +88,30 @@ pub fn markdown() -> String {
             default_cell(d),
             cell(d.doc)
         );
+    }
+    for m in MAPS {
+        let _ = write!(
+            out,
+            "\n## `[{}]`\n\n{}\n\nDefaults:\n\n```toml\n[{}]\n",
+            m.key, m.doc, m.key
+        );
+        for (name, value) in m.defaults {
+            let _ = writeln!(out, "{name} = {value}");
+        }
+        let _ = write!(
+            out,
+            "```\n\nEach entry:\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n"
+        );
+        for f in m.fields {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                f.key,
+                ty_name(f.ty),
+                default_cell(f),
+                cell(f.doc)
+            );
+        }
     }
     for a in TABLE_ARRAYS {
         let _ = write!(

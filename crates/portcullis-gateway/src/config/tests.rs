@@ -422,6 +422,100 @@ fn config_error_table() {
             want: &["admin_listen", "must differ"],
             never: &[],
         },
+        Case {
+            name: "tier without a limit",
+            file: Some("[rate_limit.tiers]\npartner = { per = \"1m\" }\n"),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.tiers.partner.limit", "required"],
+            never: &[],
+        },
+        Case {
+            name: "tier quota of zero",
+            file: Some("[rate_limit.tiers]\nuser = { limit = 0 }\n"),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.tiers.user.limit", "from 1"],
+            never: &[],
+        },
+        Case {
+            name: "tier with an unknown field",
+            file: Some("[rate_limit.tiers]\nuser = { limit = 5, window = \"1m\" }\n"),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.tiers.user.window"],
+            never: &[],
+        },
+        Case {
+            name: "tier that is not a role name",
+            file: Some("[rate_limit.tiers]\nPower-Users = { limit = 5 }\n"),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.tiers.Power-Users", "not a role name"],
+            never: &[],
+        },
+        Case {
+            name: "tier window of zero",
+            file: Some("[rate_limit.tiers]\nuser = { limit = 5, per = \"0s\" }\n"),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.tiers.user.per", "from 1ms"],
+            never: &[],
+        },
+        Case {
+            name: "route burst without a limit",
+            file: Some("[[routes]]\nname = \"a\"\npath = \"/a\"\nrate_limit = { burst = 5 }\n"),
+            env: &[],
+            flags: &[],
+            want: &["routes[0]", "rate_limit.limit", "required"],
+            never: &[],
+        },
+        Case {
+            name: "route quota of zero",
+            file: Some("[[routes]]\nname = \"a\"\npath = \"/a\"\nrate_limit = { limit = 0 }\n"),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.limit", "from 1"],
+            never: &[],
+        },
+        Case {
+            name: "unknown rate-limit key kind",
+            file: Some(
+                "[[routes]]\nname = \"a\"\npath = \"/a\"\nrate_limit = { limit = 5, key = \"user\" }\n",
+            ),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.key", "subject", "subject_or_ip"],
+            never: &[],
+        },
+        Case {
+            name: "unknown counting",
+            file: Some("[[routes]]\nname = \"a\"\npath = \"/a\"\ncount = \"errors\"\n"),
+            env: &[],
+            flags: &[],
+            want: &["count", "failures"],
+            never: &[],
+        },
+        Case {
+            name: "ipv6 prefix out of range",
+            file: None,
+            env: &[("PORTCULLIS_RATE_LIMIT_IPV6_PREFIX", "16")],
+            flags: &[],
+            want: &[
+                "rate_limit.ipv6_prefix",
+                "PORTCULLIS_RATE_LIMIT_IPV6_PREFIX",
+                "32",
+            ],
+            never: &[],
+        },
+        Case {
+            name: "unknown algorithm",
+            file: Some("[rate_limit]\nalgorithm = \"leaky_bucket\"\n"),
+            env: &[],
+            flags: &[],
+            want: &["rate_limit.algorithm", "gcra", "sliding_window"],
+            never: &[],
+        },
     ];
     assert!(cases.len() >= 15);
     for c in &cases {
@@ -481,4 +575,52 @@ fn missing_config_file_is_an_error_naming_its_source() {
         err.contains("PORTCULLIS_CONFIG") && err.contains("/nonexistent/p.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn tiers_merge_with_the_defaults_and_routes_get_their_own_quota() {
+    let file = r#"
+[rate_limit.tiers]
+anonymous = { limit = 10, per = "1h" }
+partner = { limit = 3000, per = "1m", burst = 100 }
+
+[[routes]]
+name = "login"
+path = "/auth/login"
+rate_limit = { limit = 5, per = "15m", key = "ip" }
+count = "failures"
+on_redis_down = "deny"
+"#;
+    let (s, _t) = sources(Some(file), &[], &[]);
+    let cfg = Config::load(&s).unwrap();
+    let tiers: BTreeMap<&str, (u32, Duration, u32)> = cfg
+        .rate_limit
+        .tiers
+        .iter()
+        .map(|t| {
+            (
+                t.role.as_str(),
+                (t.quota.limit.get(), t.quota.per, t.quota.burst.get()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tiers["anonymous"],
+        (10, Duration::from_secs(3600), 10),
+        "the file replaces a default"
+    );
+    assert_eq!(
+        tiers["user"],
+        (600, Duration::from_secs(60), 600),
+        "the others stay"
+    );
+    assert_eq!(tiers["partner"], (3000, Duration::from_secs(60), 100));
+    let login = &cfg.routes[0];
+    let own = login.rate_limit.as_ref().unwrap();
+    assert_eq!(
+        (own.quota.limit.get(), own.quota.per, own.key),
+        (5, Duration::from_secs(900), RateKey::Ip)
+    );
+    assert!(login.count_failures);
+    assert_eq!(login.on_redis_down, Some(RedisDown::Deny));
 }

@@ -41,7 +41,7 @@ use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use metrics::Counter;
 use portcullis::{Problem, ProblemKind};
-use portcullis_core::net::ip_key;
+use portcullis_core::net::push_ip_key;
 use portcullis_core::ratelimit::{Algorithm, Decision, Quota};
 use portcullis_core::store::{FailMode, Routed, SharedStore};
 use portcullis_core::token::Identity;
@@ -73,6 +73,11 @@ static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
+/// `"<name>";q=<limit>;w=<window seconds>`.
+fn policy_header(name: &str, quota: &Quota) -> String {
+    format!("\"{name}\";q={};w={}", quota.limit, ceil_secs(quota.per))
+}
+
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -93,6 +98,10 @@ pub struct Policy {
     /// Whether it is a tier.
     pub tier: bool,
     decisions: [Counter; 4],
+    /// `RateLimit-Policy` for [`Policy::quota`], made once.
+    header: Option<HeaderValue>,
+    /// The store key of its counters, up to the client key.
+    store_prefix: String,
 }
 
 impl Policy {
@@ -106,6 +115,8 @@ impl Policy {
     ) -> Self {
         let c = |d: &'static str| metrics::counter!(DECISIONS, "policy" => name.to_owned(), "decision" => d);
         Self {
+            header: HeaderValue::from_str(&policy_header(name, &quota)).ok(),
+            store_prefix: String::new(),
             name: Arc::from(name),
             quota,
             key,
@@ -119,6 +130,12 @@ impl Policy {
                 c("fallback_limited"),
             ],
         }
+    }
+
+    /// Places its counters in `store`.
+    fn in_store(mut self, store: &SharedStore) -> Self {
+        self.store_prefix = store.key("rl", &format!("{}:", self.name));
+        self
     }
 
     fn fail_mode(&self) -> FailMode {
@@ -272,14 +289,17 @@ impl Limiter {
         let mut tiers = Vec::new();
         let mut anonymous = None;
         for t in &rl.tiers {
-            let p = Arc::new(Policy::new(
-                &t.role,
-                t.quota,
-                RateKey::SubjectOrIp,
-                false,
-                rl.on_redis_down,
-                true,
-            ));
+            let p = Arc::new(
+                Policy::new(
+                    &t.role,
+                    t.quota,
+                    RateKey::SubjectOrIp,
+                    false,
+                    rl.on_redis_down,
+                    true,
+                )
+                .in_store(&store),
+            );
             if t.role == "anonymous" {
                 anonymous = Some(p);
             } else {
@@ -300,7 +320,8 @@ impl Limiter {
                     r.count_failures,
                     r.on_redis_down.unwrap_or(rl.on_redis_down),
                     false,
-                );
+                )
+                .in_store(&store);
                 Some((r.name.clone(), Arc::new(p)))
             })
             .collect();
@@ -342,7 +363,10 @@ impl Limiter {
 
     /// The client key of an address.
     pub fn ip_key(&self, ip: IpAddr) -> String {
-        format!("ip:{}", ip_key(ip, self.ipv6_prefix))
+        let mut key = String::with_capacity(24);
+        key.push_str("ip:");
+        push_ip_key(&mut key, ip, self.ipv6_prefix);
+        key
     }
 
     /// A client key as an override names it: `subject:<name>`, `ip:<address>` (grouped
@@ -464,7 +488,9 @@ impl Limiter {
             .as_ref()
             .and_then(Override::quota)
             .unwrap_or(policy.quota);
-        let store_key = self.store.key("rl", &format!("{}:{}", policy.name, key));
+        let mut store_key = String::with_capacity(policy.store_prefix.len() + key.len());
+        store_key.push_str(&policy.store_prefix);
+        store_key.push_str(&key);
         let mut c = Checked {
             policy: policy.clone(),
             key,
@@ -561,15 +587,23 @@ impl Limiter {
             self.headers,
             RateLimitHeaders::Draft | RateLimitHeaders::Both
         ) {
-            let policy = format!(
-                "\"{name}\";q={};w={}",
-                c.quota.limit,
-                ceil_secs(c.quota.per)
-            );
-            let state = format!("\"{name}\";r={};t={reset}", d.remaining);
-            if let (Ok(p), Ok(s)) = (
-                HeaderValue::from_str(&policy),
-                HeaderValue::from_str(&state),
+            // On every answer: no formatting machinery, one allocation for the state.
+            let policy = if c.quota == c.policy.quota {
+                c.policy.header.clone()
+            } else {
+                HeaderValue::from_str(&policy_header(name, &c.quota)).ok()
+            };
+            let mut num = itoa::Buffer::new();
+            let mut state = Vec::with_capacity(name.len() + 32);
+            state.push(b'"');
+            state.extend_from_slice(name.as_bytes());
+            state.extend_from_slice(b"\";r=");
+            state.extend_from_slice(num.format(d.remaining).as_bytes());
+            state.extend_from_slice(b";t=");
+            state.extend_from_slice(num.format(reset).as_bytes());
+            if let (Some(p), Ok(s)) = (
+                policy,
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(state)),
             ) {
                 h.insert(RATELIMIT_POLICY.clone(), p);
                 h.insert(RATELIMIT.clone(), s);

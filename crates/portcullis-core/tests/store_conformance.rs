@@ -232,6 +232,135 @@ async fn redis_sliding_window_script_agrees_with_decide() {
     );
 }
 
+/// `gcra_batch.lua` against `GcraBatch::decide`, from states written directly: none, a
+/// TAT behind the server's clock, a TAT ahead by up to more than the burst, bare (of the
+/// current `T`), written under another `T` (what is owed is rescaled) or under `T = 0`.
+/// The script reports its time, so the comparison is exact: the TAT it started from, how
+/// many it admitted, the state it wrote and its time to live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_gcra_batch_script_agrees_with_decide_batch() {
+    use portcullis_core::ratelimit::GcraBatch;
+    use portcullis_core::ratelimit::gcra::{GcraParams, GcraState};
+
+    let server = RedisServer::start();
+    let store = redis_store(&server);
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    // Every product in the script's rescale stays below 2^53, where Lua's doubles are
+    // exact integers.
+    let pers = [100_000u64, 1_000_000, 7_777_777];
+    let (mut partial, mut rescaled) = (0, 0);
+    for i in 0..600 {
+        let quota = |next: &mut dyn FnMut(u64) -> u64| {
+            let per = pers[next(pers.len() as u64) as usize];
+            let limit = 1 + next(20) as u32;
+            let burst = 1 + next(20) as u32;
+            GcraParams::new(limit, Duration::from_micros(per), burst).unwrap()
+        };
+        let p = quota(&mut next);
+        let writer = quota(&mut next);
+        let n = 1 + next(40) as u32;
+        let key = format!("gcra-batch-diff:{i}");
+        let t0 = server_time(&mut c).await;
+        let kind = next(6);
+        let tat = match next(4) {
+            0 => t0.saturating_sub(next(2_000_000)),
+            _ => t0 + next((u64::from(writer.burst.get()) + 3) * writer.emission_us),
+        };
+        let (raw, state) = match kind {
+            0 => (None, None),
+            1 => (
+                Some(tat.to_string()),
+                Some(GcraState {
+                    tat_us: tat,
+                    emission_us: p.emission_us,
+                }),
+            ),
+            2 => (
+                Some(format!("{tat}:0")),
+                Some(GcraState {
+                    tat_us: tat,
+                    emission_us: 0,
+                }),
+            ),
+            3 | 4 => {
+                let s = GcraState {
+                    tat_us: tat,
+                    emission_us: writer.emission_us,
+                };
+                (Some(s.encode()), Some(s))
+            }
+            _ => {
+                let s = GcraState {
+                    tat_us: tat,
+                    emission_us: p.emission_us,
+                };
+                (Some(s.encode()), Some(s))
+            }
+        };
+        if let Some(raw) = &raw {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(raw)
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        }
+        let got = store.gcra_batch_outcome(&key, p, n).await.unwrap();
+        let t1 = server_time(&mut c).await;
+        let want = GcraBatch::decide(got.now_us, state, p, n);
+        let what = format!("case {i}: {raw:?} under {p:?}, n {n}: got {got:?}, want {want:?}");
+        assert!(t0 <= got.now_us && got.now_us <= t1, "{what}");
+        assert_eq!(got, want, "{what}");
+        if 0 < got.admitted && got.admitted < n {
+            partial += 1;
+        }
+        if state.is_some_and(|s| {
+            s.emission_us != p.emission_us && s.emission_us != 0 && s.tat_us > got.now_us
+        }) {
+            rescaled += 1;
+        }
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        match want.state(p) {
+            Some(w) => {
+                assert_eq!(stored, Some(w.encode()), "{what}");
+                let pttl: u64 = redis::cmd("PTTL")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                let ms = (w.tat_us - got.now_us).div_ceil(1000).max(1);
+                let elapsed = (server_time(&mut c).await - got.now_us).div_ceil(1000);
+                assert!(
+                    pttl <= ms && pttl + elapsed + 1 >= ms,
+                    "{what}: pttl {pttl}, want {ms}"
+                );
+            }
+            None => assert_eq!(stored, raw, "{what}: a batch admitting none wrote"),
+        }
+    }
+    assert!(
+        partial > 100 && rescaled > 50,
+        "too few interesting cases: {partial} partly admitted, {rescaled} rescaled"
+    );
+}
+
 /// With Redis gone, `FailMode::Local` answers from this instance's memory against the
 /// local quota; the other modes answer without state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use portcullis_core::ManualClock;
 use portcullis_core::ratelimit::GcraParams;
+use portcullis_core::ratelimit::gcra::GcraState;
 use portcullis_core::store::Backend;
 
 /// How the suite moves time: by hand for memory, by waiting for Redis.
@@ -60,8 +61,10 @@ pub async fn run<B: Backend + Clone + 'static>(store: &B, time: &impl Time, ns: 
     set_nx(store, time, ns).await;
     incr(store, time, ns).await;
     gcra(store, time, ns).await;
+    gcra_batch(store, time, ns).await;
     concurrent_increments(store, ns).await;
     concurrent_gcra_admits_exactly_the_burst(store, ns).await;
+    concurrent_gcra_batches_admit_exactly_the_burst(store, ns).await;
 }
 
 async fn basics<B: Backend>(s: &B, ns: &str) {
@@ -226,6 +229,85 @@ async fn gcra<B: Backend>(s: &B, t: &impl Time, ns: &str) {
     assert!(!d.allowed && d.remaining == 0, "10 owed against 3: {d:?}");
 }
 
+/// The stored GCRA state of `key`.
+async fn gcra_state<B: Backend>(s: &B, key: &str, q: GcraParams) -> GcraState {
+    let raw = s.get(key).await.unwrap().expect("a state");
+    let text = std::str::from_utf8(&raw).expect("text");
+    GcraState::decode(text, q).unwrap_or_else(|| panic!("{key} holds {text:?}"))
+}
+
+async fn gcra_batch<B: Backend>(s: &B, t: &impl Time, ns: &str) {
+    // 10 per second, burst 5: T = 100 ms.
+    let q = GcraParams::new(10, Duration::from_secs(1), 5).unwrap();
+    let ms = Duration::from_millis;
+    let batched = format!("{ns}:gcra-batch");
+    let single = format!("{ns}:gcra-batch-twin");
+    // Two used of five on both keys, the batched one first.
+    for k in [&batched, &single] {
+        for _ in 0..2 {
+            assert!(s.gcra(k, q, 1).await.unwrap().allowed);
+        }
+    }
+    // Room for three: a batch of six admits the first three, in order.
+    let ds = s.gcra_batch(&batched, q, 6).await.unwrap();
+    for _ in 0..3 {
+        assert!(s.gcra(&single, q, 1).await.unwrap().allowed);
+    }
+    let shape: Vec<_> = ds.iter().map(|d| (d.allowed, d.remaining)).collect();
+    assert_eq!(
+        shape,
+        [
+            (true, 2),
+            (true, 1),
+            (true, 0),
+            (false, 0),
+            (false, 0),
+            (false, 0)
+        ],
+        "{ds:?}"
+    );
+    for (d, want) in ds.iter().zip([ms(300), ms(400), ms(500)]) {
+        close_to(d.reset_after, want, t.slack(), "an admission's reset_after");
+        assert_eq!(d.retry_after, Duration::ZERO);
+    }
+    assert!(ds[3..].iter().all(|d| *d == ds[3]), "the refused agree");
+    close_to(ds[3].retry_after, ms(100), t.slack(), "retry_after");
+    close_to(ds[3].reset_after, ms(500), t.slack(), "reset_after");
+    // The state is that of three single admissions (made a little later on the twin).
+    let (b, one) = (
+        gcra_state(s, &batched, q).await,
+        gcra_state(s, &single, q).await,
+    );
+    assert_eq!(b.emission_us, q.emission_us);
+    assert!(
+        b.tat_us <= one.tat_us && one.tat_us - b.tat_us <= t.slack().as_micros() as u64,
+        "batched {b:?}, one by one {one:?}"
+    );
+    let ttl = s.ttl(&batched).await.unwrap().expect("state has a ttl");
+    close_to(ttl, ms(500), t.slack() + ms(1), "the state's ttl");
+    assert!(!s.gcra(&batched, q, 1).await.unwrap().allowed, "full");
+    // Nothing admitted, nothing written; no request, nothing decided.
+    let full = s.gcra_batch(&batched, q, 2).await.unwrap();
+    assert!(full.iter().all(|d| !d.allowed), "{full:?}");
+    assert_eq!(gcra_state(s, &batched, q).await, b, "a refused batch wrote");
+    assert!(s.gcra_batch(&batched, q, 0).await.unwrap().is_empty());
+    // Two refill in 200 ms.
+    t.advance(ms(210)).await;
+    let after: Vec<_> = s
+        .gcra_batch(&batched, q, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.allowed)
+        .collect();
+    assert_eq!(after, [true, true, false]);
+    // An empty bucket takes a whole burst at once.
+    let fresh = format!("{ns}:gcra-batch-fresh");
+    let ds = s.gcra_batch(&fresh, q, 5).await.unwrap();
+    assert!(ds.iter().all(|d| d.allowed), "{ds:?}");
+    assert_eq!(ds[4].remaining, 0);
+}
+
 async fn concurrent_increments<B: Backend + Clone + 'static>(s: &B, ns: &str) {
     let k = Arc::new(format!("{ns}:concurrent-incr"));
     let tasks: Vec<_> = (0..32)
@@ -265,6 +347,37 @@ async fn concurrent_gcra_admits_exactly_the_burst<B: Backend + Clone + 'static>(
         allowed += usize::from(t.await.unwrap());
     }
     assert_eq!(allowed, 20, "200 concurrent requests against a quota of 20");
+}
+
+async fn concurrent_gcra_batches_admit_exactly_the_burst<B: Backend + Clone + 'static>(
+    s: &B,
+    ns: &str,
+) {
+    let k = Arc::new(format!("{ns}:concurrent-gcra-batch"));
+    // 20 per minute: nothing refills during the test.
+    let q = GcraParams::new(20, Duration::from_secs(60), 20).unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let s = s.clone();
+            let k = k.clone();
+            tokio::spawn(async move { s.gcra_batch(&k, q, 5).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        let ds = t.await.unwrap();
+        assert_eq!(ds.len(), 5);
+        let admitted = ds.iter().take_while(|d| d.allowed).count();
+        assert!(
+            ds[admitted..].iter().all(|d| !d.allowed),
+            "the admitted come first: {ds:?}"
+        );
+        allowed += admitted;
+    }
+    assert_eq!(
+        allowed, 20,
+        "200 requests in 40 concurrent batches against a quota of 20"
+    );
 }
 
 // ---- login lockout, through `SharedStore` ----

@@ -156,6 +156,115 @@ pub fn decide(
     }
 }
 
+/// How `n` requests of cost 1 arriving at one instant were decided: the instant, the TAT
+/// they were decided from (under the batch's quota), and how many were admitted. It is all
+/// a store has to report for the `n` decisions to be rebuilt ([`GcraBatch::decisions`]).
+///
+/// The admitted ones are a prefix: the TAT only moves forward, so once one request does
+/// not fit, none after it at the same instant does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcraBatch {
+    /// The instant, microseconds on the store's clock.
+    pub now_us: u64,
+    /// The TAT before the batch, rescaled to the batch's `T`; `now_us` when there was no
+    /// state (a full bucket).
+    pub tat_us: u64,
+    /// How many of the `n` were admitted, the first ones.
+    pub admitted: u32,
+}
+
+impl GcraBatch {
+    /// Decides `n` requests of cost 1 at `now_us` against `state`, in O(1): as many as
+    /// fit, i.e. while `tat + i × T ≤ now + C`.
+    pub fn decide(now_us: u64, state: Option<GcraState>, p: GcraParams, n: u32) -> Self {
+        let tat_us = state.map_or(now_us, |s| s.tat_under(now_us, p));
+        // `decide` saturates the TAT at u64::MAX: past a room that large every request fits.
+        let room = u128::from(now_us) + u128::from(p.capacity_us);
+        let admitted = match u64::try_from(room) {
+            Ok(room) if room < u64::MAX => room
+                .checked_sub(tat_us)
+                .map_or(0, |free| free / p.emission_us)
+                .min(u64::from(n)),
+            _ => u64::from(n),
+        };
+        Self {
+            now_us,
+            tat_us,
+            admitted: u32::try_from(admitted).unwrap_or(n),
+        }
+    }
+
+    /// The TAT after `i` admissions, saturating as `decide` does.
+    fn tat_after(&self, i: u32, p: GcraParams) -> u64 {
+        let tat = u128::from(self.tat_us) + u128::from(i) * u128::from(p.emission_us);
+        u64::try_from(tat).unwrap_or(u64::MAX)
+    }
+
+    /// The `n` decisions, in arrival order: each admitted one sees the TAT its
+    /// predecessors left; the refused ones all see the TAT of the last admission.
+    pub fn decisions(&self, p: GcraParams, n: u32) -> Vec<GcraDecision> {
+        let admitted = self.admitted.min(n);
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 1..=admitted {
+            // Saturating: a store's report is not trusted to be consistent with `p`.
+            let ahead = self.tat_after(i, p).saturating_sub(self.now_us);
+            let remaining = p.capacity_us.saturating_sub(ahead) / p.emission_us;
+            out.push(GcraDecision {
+                allowed: true,
+                remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                retry_after: Duration::ZERO,
+                reset_after: Duration::from_micros(ahead),
+            });
+        }
+        if admitted < n {
+            let tat = self.tat_after(admitted, p);
+            let ahead = self.tat_after(admitted + 1, p).saturating_sub(self.now_us);
+            let refused = GcraDecision {
+                allowed: false,
+                remaining: 0,
+                retry_after: Duration::from_micros(ahead.saturating_sub(p.capacity_us)),
+                reset_after: Duration::from_micros(tat.saturating_sub(self.now_us)),
+            };
+            out.resize(n as usize, refused);
+        }
+        out
+    }
+
+    /// The state to store: the TAT after the last admission, in the batch's `T`; `None`
+    /// when nothing was admitted (nothing to write).
+    pub fn state(&self, p: GcraParams) -> Option<GcraState> {
+        (self.admitted > 0).then(|| GcraState {
+            tat_us: self.tat_after(self.admitted, p),
+            emission_us: p.emission_us,
+        })
+    }
+}
+
+/// Decides `n` requests of cost 1 arriving at `now_us`, in order: exactly what `n` calls
+/// of [`decide`]`(now_us, state, p, 1)` in a row give, each seeing the state the previous
+/// one wrote. Returns the `n` decisions and the state to store (`None`: nothing admitted,
+/// nothing to write). `n = 0` decides nothing.
+///
+/// ```
+/// use portcullis_core::ratelimit::gcra::{GcraParams, decide_batch};
+/// use std::time::Duration;
+///
+/// let q = GcraParams::new(3, Duration::from_secs(1), 3).unwrap();
+/// let (decisions, state) = decide_batch(0, None, q, 5);
+/// let allowed: Vec<bool> = decisions.iter().map(|d| d.allowed).collect();
+/// assert_eq!(allowed, [true, true, true, false, false]);
+/// assert_eq!(state.unwrap().tat_us, 999_999, "three emission intervals of 333 333 µs");
+/// ```
+pub fn decide_batch(
+    now_us: u64,
+    state: Option<GcraState>,
+    p: GcraParams,
+    n: u32,
+) -> (Vec<GcraDecision>, Option<GcraState>) {
+    let batch = GcraBatch::decide(now_us, state, p, n);
+    (batch.decisions(p, n), batch.state(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +398,100 @@ mod tests {
         assert!(GcraParams::new(1, Duration::from_secs(1), 0).is_none());
     }
 
+    #[test]
+    fn a_batch_admits_what_fits_in_order() {
+        let p = q(10, 1000, 4); // T = 100 ms, C = 400 ms
+        // One already used: room for three.
+        let (_, state) = decide(0, None, p, 1);
+        let (ds, written) = decide_batch(0, state, p, 5);
+        let got: Vec<_> = ds
+            .iter()
+            .map(|d| (d.allowed, d.remaining, d.retry_after, d.reset_after))
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            got,
+            [
+                (true, 2, Duration::ZERO, ms(200)),
+                (true, 1, Duration::ZERO, ms(300)),
+                (true, 0, Duration::ZERO, ms(400)),
+                (false, 0, ms(100), ms(400)),
+                (false, 0, ms(100), ms(400)),
+            ]
+        );
+        assert_eq!(
+            written,
+            Some(GcraState {
+                tat_us: 400_000,
+                emission_us: 100_000
+            })
+        );
+        // A full bucket: nothing admitted, nothing written.
+        let (ds, none) = decide_batch(0, written, p, 3);
+        assert!(ds.iter().all(|d| !d.allowed));
+        assert_eq!(none, None);
+        assert_eq!(decide_batch(0, written, p, 0), (Vec::new(), None));
+    }
+
+    /// A quota whose parameters may be anything `decide` accepts (`T ≥ 1`), from
+    /// `GcraParams::new` or raw, up to `u64::MAX`.
+    fn any_params() -> impl Strategy<Value = GcraParams> {
+        let made =
+            (1u32..100, 1u64..3_600_000_000, 1u32..100).prop_map(|(limit, per_us, burst)| {
+                GcraParams::new(limit, Duration::from_micros(per_us), burst).unwrap()
+            });
+        let raw = (1u64.., any::<u64>()).prop_map(|(emission_us, capacity_us)| GcraParams {
+            emission_us,
+            capacity_us,
+            limit: NonZeroU32::MIN,
+            burst: NonZeroU32::MIN,
+        });
+        prop_oneof![4 => made, 1 => raw]
+    }
+
     proptest! {
+        /// The definition of `decide_batch`: `n` calls of `decide` in a row at one instant,
+        /// threading the written state; for any state (behind or ahead of `now`, written
+        /// under another `T`, or `T = 0`), any quota, any `now`.
+        #[test]
+        fn a_batch_is_n_decisions_in_a_row(
+            p in any_params(),
+            now in prop_oneof![3 => 0u64..(1 << 53), 1 => any::<u64>()],
+            state in proptest::option::of((
+                prop_oneof![
+                    3 => (-10_000_000i64..100_000_000).prop_map(Some),
+                    1 => Just(None),
+                ],
+                any::<u64>(),
+                prop_oneof![
+                    2 => Just(None),
+                    1 => Just(Some(0u64)),
+                    2 => (1u64..10_000_000).prop_map(Some),
+                    1 => any::<u64>().prop_map(Some),
+                ],
+            )),
+            n in 1u32..300,
+        ) {
+            // The TAT near `now` (behind or ahead), or anywhere; `T` the quota's or another.
+            let state = state.map(|(offset, anywhere, t)| GcraState {
+                tat_us: offset.map_or(anywhere, |o| now.saturating_add_signed(o)),
+                emission_us: t.unwrap_or(p.emission_us),
+            });
+            let (batch, written) = decide_batch(now, state, p, n);
+            let mut s = state;
+            let mut last = None;
+            for (i, got) in batch.iter().enumerate() {
+                let (want, w) = decide(now, s, p, 1);
+                prop_assert_eq!(*got, want, "request {} of {}", i, n);
+                if w.is_some() {
+                    s = w;
+                    last = w;
+                }
+            }
+            prop_assert_eq!(batch.len(), n as usize);
+            prop_assert_eq!(written, last);
+        }
+
         /// Never more than `burst + limit × w / per` admissions in any window `w`, and a
         /// refused request retried exactly `retry_after` later is admitted.
         #[test]

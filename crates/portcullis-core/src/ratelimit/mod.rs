@@ -19,7 +19,7 @@ pub mod sliding;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-pub use gcra::{GcraDecision, GcraParams};
+pub use gcra::{GcraBatch, GcraDecision, GcraParams};
 
 /// Which algorithm decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -290,34 +290,63 @@ impl MemoryStore {
         let now = self.now_us();
         let cap = self.inner.per_shard;
         let mut s = self.shard(key);
-        let state = match s.live(key, now) {
-            None => None,
-            Some(Entry {
-                value: Value::Gcra(g),
-                ..
-            }) => Some(*g),
-            Some(e) => {
-                let b = e.value.to_bytes();
-                let g = std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|t| gcra::GcraState::decode(t, params));
-                if g.is_none() {
-                    return Err(StoreError::Corrupt(format!(
-                        "{key} does not hold a rate-limit state"
-                    )));
-                }
-                g
-            }
-        };
+        let state = gcra_state(&mut s, key, now, params)?;
         let (decision, write) = gcra::decide(now, state, params, cost);
         if let Some(g) = write {
-            let entry = Entry {
-                value: Value::Gcra(g),
-                expires_us: g.tat_us,
-            };
-            s.insert(key, entry, cap, now);
+            s.insert(key, gcra_entry(g), cap, now);
         }
         Ok(decision)
+    }
+
+    fn gcra_batch_now(
+        &self,
+        key: &str,
+        params: GcraParams,
+        n: u32,
+    ) -> StoreResult<Vec<GcraDecision>> {
+        let now = self.now_us();
+        let cap = self.inner.per_shard;
+        let mut s = self.shard(key);
+        let state = gcra_state(&mut s, key, now, params)?;
+        let (decisions, write) = gcra::decide_batch(now, state, params, n);
+        if let Some(g) = write {
+            s.insert(key, gcra_entry(g), cap, now);
+        }
+        Ok(decisions)
+    }
+}
+
+/// The GCRA state of `key`, as the script reads it: unencoded, or in the stored form.
+fn gcra_state(
+    s: &mut Shard,
+    key: &str,
+    now: u64,
+    params: GcraParams,
+) -> StoreResult<Option<gcra::GcraState>> {
+    match s.live(key, now) {
+        None => Ok(None),
+        Some(Entry {
+            value: Value::Gcra(g),
+            ..
+        }) => Ok(Some(*g)),
+        Some(e) => {
+            let b = e.value.to_bytes();
+            std::str::from_utf8(&b)
+                .ok()
+                .and_then(|t| gcra::GcraState::decode(t, params))
+                .map(Some)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("{key} does not hold a rate-limit state"))
+                })
+        }
+    }
+}
+
+/// A GCRA state lives until its TAT: then the bucket is full, as with no state.
+fn gcra_entry(g: gcra::GcraState) -> Entry {
+    Entry {
+        value: Value::Gcra(g),
+        expires_us: g.tat_us,
     }
 }
 
@@ -396,6 +425,15 @@ impl Backend for MemoryStore {
 
     async fn gcra(&self, key: &str, params: GcraParams, cost: u32) -> StoreResult<GcraDecision> {
         self.gcra_now(key, params, cost)
+    }
+
+    async fn gcra_batch(
+        &self,
+        key: &str,
+        params: GcraParams,
+        n: u32,
+    ) -> StoreResult<Vec<GcraDecision>> {
+        self.gcra_batch_now(key, params, n)
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {

@@ -22,6 +22,7 @@
 //! needs no hash tag; multi-key operations put a shared `{tag}` in every key so a future
 //! Redis Cluster keeps them in one slot.
 
+pub mod coalesce;
 pub mod lockout;
 pub mod maps;
 pub mod memory;
@@ -172,6 +173,15 @@ pub trait Backend: Send + Sync {
         params: GcraParams,
         cost: u32,
     ) -> impl Future<Output = StoreResult<GcraDecision>> + Send;
+    /// `n` GCRA checks of cost 1 for `key` at one instant, atomically: the decisions of
+    /// [`decide_batch`](crate::ratelimit::gcra::decide_batch), one per
+    /// request in order, and the state written once.
+    fn gcra_batch(
+        &self,
+        key: &str,
+        params: GcraParams,
+        n: u32,
+    ) -> impl Future<Output = StoreResult<Vec<GcraDecision>>> + Send;
     /// The remaining time to live of `key`, if it exists.
     fn ttl(&self, key: &str) -> impl Future<Output = StoreResult<Option<Duration>>> + Send;
     /// Checks the backend answers.

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::{Backend, CallResult, StoreError, StoreObserver, StoreResult};
 use crate::Clock;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
-use crate::ratelimit::gcra::{GcraDecision, GcraParams};
+use crate::ratelimit::gcra::{GcraBatch, GcraDecision, GcraParams};
 use crate::secret::Secret;
 
 /// The label of this backend in metrics and `/readyz`.
@@ -73,6 +73,7 @@ struct Inner {
     generation: Mutex<u64>,
     last_error: Mutex<Option<String>>,
     gcra: Script,
+    gcra_batch: Script,
     incr: Script,
 }
 
@@ -140,6 +141,7 @@ impl RedisStore {
                 generation: Mutex::new(0),
                 last_error: Mutex::new(None),
                 gcra: Script::new(include_str!("lua/gcra.lua")),
+                gcra_batch: Script::new(include_str!("lua/gcra_batch.lua")),
                 incr: Script::new(include_str!("lua/incr.lua")),
             }),
         })
@@ -163,6 +165,48 @@ impl RedisStore {
     /// The GCRA script's source.
     pub fn gcra_source() -> &'static str {
         include_str!("lua/gcra.lua")
+    }
+
+    /// `n` GCRA checks of cost 1 of `key` in one script call (`lua/gcra_batch.lua`), as
+    /// the server decided them: its time, the TAT it started from and how many it
+    /// admitted. [`Backend::gcra_batch`] turns this into the `n` decisions.
+    pub async fn gcra_batch_outcome(
+        &self,
+        key: &str,
+        params: GcraParams,
+        n: u32,
+    ) -> StoreResult<GcraBatch> {
+        let script = &self.inner.gcra_batch;
+        let r: Vec<i64> = self
+            .call(|mut c| async move {
+                script
+                    .key(key)
+                    .arg(params.emission_us)
+                    .arg(params.capacity_us)
+                    .arg(n)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let corrupt = || StoreError::Corrupt(format!("the GCRA batch script returned {r:?}"));
+        let [now, tat, admitted] = r[..] else {
+            return Err(corrupt());
+        };
+        let (Ok(now_us), Ok(tat_us), Ok(admitted)) = (
+            u64::try_from(now),
+            u64::try_from(tat),
+            u32::try_from(admitted),
+        ) else {
+            return Err(corrupt());
+        };
+        if tat_us < now_us || admitted > n {
+            return Err(corrupt());
+        }
+        Ok(GcraBatch {
+            now_us,
+            tat_us,
+            admitted,
+        })
     }
 
     fn discard(&self, generation: u64) {
@@ -378,6 +422,21 @@ impl Backend for RedisStore {
             retry_after: us(retry_us),
             reset_after: us(reset_us),
         })
+    }
+
+    async fn gcra_batch(
+        &self,
+        key: &str,
+        params: GcraParams,
+        n: u32,
+    ) -> StoreResult<Vec<GcraDecision>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // Redis admitted `admitted` and wrote the state: the decisions follow from what
+        // it reports, not from our own arithmetic, so they cannot disagree with it.
+        let batch = self.gcra_batch_outcome(key, params, n).await?;
+        Ok(batch.decisions(params, n))
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {

@@ -24,6 +24,7 @@ use bytes::Bytes;
 
 #[cfg(feature = "redis")]
 use super::RedisStore;
+use super::coalesce::Coalescer;
 use super::{Backend, MemoryStore, StoreResult};
 use crate::ratelimit::{GcraDecision, GcraParams};
 
@@ -82,6 +83,8 @@ pub(super) struct Inner {
     pub(super) prefix: String,
     pub(super) local: MemoryStore,
     pub(super) shared: Backends,
+    /// Open batches of GCRA checks (Redis only).
+    pub(super) batches: Coalescer,
 }
 
 /// The store the protections use. Clones share everything.
@@ -132,6 +135,7 @@ impl SharedStore {
                 prefix: prefix.to_owned(),
                 local,
                 shared: Backends::Memory,
+                batches: Coalescer::default(),
             }),
         }
     }
@@ -144,6 +148,7 @@ impl SharedStore {
                 prefix: prefix.to_owned(),
                 local,
                 shared: Backends::Redis(redis),
+                batches: Coalescer::default(),
             }),
         }
     }
@@ -249,6 +254,33 @@ impl SharedStore {
                 Ok(d) => Routed::Shared(d),
                 Err(_) => {
                     self.fallback(mode, self.inner.local.gcra(key, local, cost))
+                        .await
+                }
+            },
+        }
+    }
+
+    /// `n` GCRA checks of cost 1 at one instant, decided together ([`Backend::gcra_batch`]):
+    /// `shared` quota against Redis, `local` quota when falling back to memory, as
+    /// [`gcra`](Self::gcra) routes one.
+    pub async fn gcra_batch(
+        &self,
+        key: &str,
+        shared: GcraParams,
+        local: GcraParams,
+        n: u32,
+        mode: FailMode,
+    ) -> Routed<Vec<GcraDecision>> {
+        match &self.inner.shared {
+            Backends::Memory => match self.inner.local.gcra_batch(key, shared, n).await {
+                Ok(d) => Routed::Shared(d),
+                Err(_) => Routed::Unavailable,
+            },
+            #[cfg(feature = "redis")]
+            Backends::Redis(r) => match r.gcra_batch(key, shared, n).await {
+                Ok(d) => Routed::Shared(d),
+                Err(_) => {
+                    self.fallback(mode, self.inner.local.gcra_batch(key, local, n))
                         .await
                 }
             },

@@ -31,6 +31,45 @@ impl fmt::Display for BodyTooLarge {
 
 impl StdError for BodyTooLarge {}
 
+/// The request body arrived slower than `limits.body_min_rate`.
+#[derive(Debug)]
+pub struct BodyTooSlow;
+
+impl fmt::Display for BodyTooSlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request body slower than the minimum rate")
+    }
+}
+
+impl StdError for BodyTooSlow {}
+
+/// The client's request body failed: its framing was malformed, or the client went away
+/// before sending all of it. The cause is the error of the body read from the client.
+#[derive(Debug)]
+pub struct ClientBodyError(BoxError);
+
+impl fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request body malformed or cut short")
+    }
+}
+
+impl StdError for ClientBodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// The slowest a request body may arrive: `bytes_per_sec` on average, counted from
+/// `grace` after the body was first polled.
+#[derive(Clone, Copy, Debug)]
+pub struct MinRate {
+    /// Bytes per second; 0: no minimum.
+    pub bytes_per_sec: u64,
+    /// Time before the rate applies.
+    pub grace: std::time::Duration,
+}
+
 /// The exchange ran past `limits.request_timeout` while the response was streaming.
 #[derive(Debug)]
 pub struct ResponseDeadline;
@@ -57,26 +96,38 @@ pub fn caused_by<E: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool 
 
 pin_project! {
     /// A request body that fails with [`BodyTooLarge`] once more than `limit` bytes
-    /// have passed, and notes when it has been read to the end (so that a timeout can
-    /// tell a slow client from a slow upstream).
+    /// have passed, with [`BodyTooSlow`] when it falls behind its [`MinRate`], with
+    /// [`ClientBodyError`] when the client's body fails, and notes
+    /// when it has been read to the end (so that a timeout can tell a slow client from a
+    /// slow upstream).
     pub struct LimitedBody<B> {
         #[pin]
         inner: B,
         remaining: u64,
+        received: u64,
         finished: Arc<AtomicBool>,
+        rate: MinRate,
+        started: Option<Instant>,
+        // Armed when the body is first polled: when it must have received more.
+        #[pin]
+        behind: Option<Sleep>,
     }
 }
 
 impl<B: HttpBody> LimitedBody<B> {
     /// Wraps `inner`; `finished` becomes true at its end.
-    pub fn new(inner: B, limit: u64, finished: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: B, limit: u64, rate: MinRate, finished: Arc<AtomicBool>) -> Self {
         if inner.is_end_stream() {
             finished.store(true, Ordering::Release);
         }
         Self {
             inner,
             remaining: limit,
+            received: 0,
             finished,
+            rate,
+            started: None,
+            behind: None,
         }
     }
 }
@@ -93,14 +144,29 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
+        if this.rate.bytes_per_sec > 0 && this.started.is_none() {
+            let now = Instant::now();
+            *this.started = Some(now);
+            this.behind
+                .set(Some(tokio::time::sleep_until(now + this.rate.grace)));
+        }
         match this.inner.poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if let Some(sleep) = this.behind.as_mut().as_pin_mut()
+                    && sleep.poll(cx).is_ready()
+                {
+                    return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                }
+                Poll::Pending
+            }
             Poll::Ready(None) => {
                 this.finished.store(true, Ordering::Release);
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError(e.into())))))
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -108,6 +174,16 @@ where
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     *this.remaining -= n;
+                    *this.received += n;
+                    if let (Some(start), Some(sleep)) =
+                        (*this.started, this.behind.as_mut().as_pin_mut())
+                    {
+                        // Behind when less than `rate × (elapsed − grace)` has arrived.
+                        let due = std::time::Duration::from_secs_f64(
+                            *this.received as f64 / this.rate.bytes_per_sec as f64,
+                        );
+                        sleep.reset(start + this.rate.grace + due);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

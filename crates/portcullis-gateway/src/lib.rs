@@ -12,6 +12,8 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod framing;
+pub mod h1guard;
 pub mod health;
 pub mod identity;
 pub mod jwks;

@@ -23,7 +23,9 @@ use portcullis::path::NormalizedPath;
 use portcullis::{Problem, ProblemKind};
 use tokio::time::Instant;
 
-use crate::body::{Body, BodyTooLarge, DeadlineBody, LimitedBody, caused_by};
+use crate::body::{
+    Body, BodyTooLarge, BodyTooSlow, ClientBodyError, DeadlineBody, LimitedBody, MinRate, caused_by,
+};
 use crate::config::{Config, ConfigError, Origin, Upstream};
 use crate::upstream::{Pool, UpstreamError};
 
@@ -57,6 +59,7 @@ pub struct Proxy {
     pool: Pool,
     upstream: Arc<Upstream>,
     host: HeaderValue,
+    min_rate: MinRate,
 }
 
 /// Builds the TLS client configuration: the system's roots plus `tls.upstream_ca_file`.
@@ -141,6 +144,10 @@ impl Proxy {
             pool,
             host: crate::upstream::host_header(authority),
             upstream: Arc::new(upstream),
+            min_rate: MinRate {
+                bytes_per_sec: cfg.limits.body_min_rate,
+                grace: cfg.limits.header_timeout,
+            },
         })
     }
 
@@ -238,7 +245,8 @@ impl Proxy {
         parts.version = Version::HTTP_11;
 
         let finished = Arc::new(AtomicBool::new(false));
-        let body = LimitedBody::new(incoming, body_limit, finished.clone()).boxed_unsync();
+        let body =
+            LimitedBody::new(incoming, body_limit, self.min_rate, finished.clone()).boxed_unsync();
         let upstream_req = Request::from_parts(parts, body);
 
         let res = match tokio::time::timeout_at(deadline, self.pool.send(upstream_req)).await {
@@ -262,9 +270,22 @@ impl Proxy {
 }
 
 fn upstream_error(e: &UpstreamError) -> Problem {
+    if caused_by::<BodyTooSlow>(e) {
+        return Problem::new(ProblemKind::RequestTimeout)
+            .detail("the request body arrived slower than the minimum rate")
+            .close_connection();
+    }
     if caused_by::<BodyTooLarge>(e) {
         return Problem::new(ProblemKind::PayloadTooLarge)
             .detail("the request body is larger than the limit")
+            .close_connection();
+    }
+    if caused_by::<ClientBodyError>(e) {
+        // Malformed chunked framing (the strict reader ends the stream) or a client gone
+        // mid-body: the client's fault, and the connection cannot be read further.
+        tracing::debug!(error = %DisplayChain(e), "request body failed");
+        return Problem::new(ProblemKind::BadRequest)
+            .detail("the request body is malformed or was cut short")
             .close_connection();
     }
     match e {

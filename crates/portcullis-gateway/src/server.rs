@@ -16,10 +16,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Limits, Origin, TlsFiles};
+use crate::h1guard::{Guard, Verdicts};
 use crate::stack::{Conn, Gateway};
 
-/// Time a client has to send a complete request head: slowloris clients are cut off.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,7 +106,7 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
     // (larger) bounds stay as a backstop that answers 431 without parsing further.
     let head = usize::try_from(limits.header_bytes + limits.uri_bytes).unwrap_or(usize::MAX);
     b.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
         .max_headers((limits.header_count * 2).max(100))
         .max_buf_size(head.saturating_mul(2).max(16 * 1024));
@@ -129,14 +128,30 @@ pub async fn serve_main(
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_timeout)
             .max_headers((limits.header_count * 2).max(100));
         b.http2().timer(TokioTimer::new()).max_header_list_size(
             u32::try_from(limits.header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
         b
     });
+    // `limits.max_connections`: a connection holds a permit until it closes; without
+    // one, the listener stops accepting and new connections wait in the kernel's queue.
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // The strict reader refuses heads beyond this with 431; the stack's own (smaller)
+    // limits on the target and the fields answer first for heads within it.
+    let max_head = usize::try_from(limits.header_bytes + limits.uri_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024);
     loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -155,24 +170,29 @@ pub async fn serve_main(
         let gateway = gateway.clone();
         match &tls {
             None => {
-                let conn_info = Arc::new(Conn::new(peer, false));
+                let verdicts = Arc::new(Verdicts::default());
+                let io = Guard::new(stream, max_head, verdicts.clone());
+                let conn_info = Arc::new(Conn::guarded(peer, false, verdicts));
                 let svc = service_fn(move |req| {
                     let gateway = gateway.clone();
                     let conn_info = conn_info.clone();
                     async move { Ok::<_, Infallible>(gateway.handle(req, &conn_info).await) }
                 });
-                let conn = h1.serve_connection(TokioIo::new(stream), svc);
+                let conn = h1.serve_connection(TokioIo::new(io), svc);
                 tokio::spawn(async move {
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let auto = auto.clone();
+                let (auto, h1) = (auto.clone(), h1.clone());
                 tokio::spawn(async move {
-                    serve_tls(stream, peer, acceptor, auto, gateway, watcher).await;
+                    let http = Http { auto, h1, max_head };
+                    serve_tls(stream, peer, acceptor, http, gateway, watcher).await;
+                    drop(permit);
                 });
             }
         }
@@ -188,11 +208,19 @@ pub async fn serve_main(
     }
 }
 
+/// The connection builders for TLS: HTTP/2 when ALPN chose it, else HTTP/1.1 through the
+/// strict reader.
+struct Http {
+    auto: Arc<auto::Builder<TokioExecutor>>,
+    h1: Arc<http1::Builder>,
+    max_head: usize,
+}
+
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    auto: Arc<auto::Builder<TokioExecutor>>,
+    http: Http,
     gateway: Arc<Gateway>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
@@ -208,14 +236,28 @@ async fn serve_tls(
                 return;
             }
         };
-    let conn_info = Arc::new(Conn::new(peer, true));
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let verdicts = Arc::new(Verdicts::default());
+    let conn_info = Arc::new(if h2 {
+        Conn::new(peer, true)
+    } else {
+        Conn::guarded(peer, true, verdicts.clone())
+    });
     let svc = service_fn(move |req| {
         let gateway = gateway.clone();
         let conn_info = conn_info.clone();
         async move { Ok::<_, Infallible>(gateway.handle(req, &conn_info).await) }
     });
-    let conn = auto.serve_connection(TokioIo::new(tls_stream), svc);
-    if let Err(e) = watcher.watch(conn).await {
+    let ended = if h2 {
+        // HTTP/2 frames its requests itself: nothing for the strict reader to do.
+        let conn = http.auto.serve_connection(TokioIo::new(tls_stream), svc);
+        watcher.watch(conn.into_owned()).await
+    } else {
+        let io = Guard::new(tls_stream, http.max_head, verdicts);
+        let conn = http.h1.serve_connection(TokioIo::new(io), svc);
+        watcher.watch(conn).await.map_err(Into::into)
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
     }
 }

@@ -4,7 +4,9 @@
 //! every refusal is a problem+json response carrying the request id:
 //!
 //! 1. **client and request id**: before anything can refuse, so every response and log
-//!    line names the request and the client;
+//!    line names the request and the client; then **framing and `Host`**
+//!    ([`crate::framing`]: no request whose end or target two parties could read
+//!    differently goes further, 400/501 and the connection closed);
 //! 2. **methods never forwarded** (`TRACE`, `CONNECT` → 405): they have no business at
 //!    an API and `TRACE` reflects credentials;
 //! 3. **size limits** on the target and the header block (414, 431): a fixed cost, no
@@ -35,6 +37,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
@@ -51,6 +54,7 @@ use crate::auth_routes::{AuthRoute, AuthRoutes};
 use crate::body::Body;
 use crate::config::{Config, Limits};
 use crate::events::{EventKind, Events};
+use crate::h1guard::Verdicts;
 use crate::identity::{Auth, Verdict};
 use crate::proxy::{Forward, Proxy};
 use crate::ratelimit::{Limiter, Outcome};
@@ -71,7 +75,7 @@ pub struct Gateway {
 }
 
 /// Where a request came in: made once per connection.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Conn {
     /// The connected peer.
     pub peer: SocketAddr,
@@ -79,6 +83,11 @@ pub struct Conn {
     pub tls: bool,
     /// The peer's address as a header value, for `X-Forwarded-For`.
     pub peer_header: HeaderValue,
+    /// What the strict HTTP/1 reader ([`crate::h1guard`]) refused on this connection, when
+    /// it reads the connection.
+    pub verdicts: Option<Arc<Verdicts>>,
+    /// Requests seen on this connection so far, to match them with `verdicts`.
+    requests: AtomicU64,
 }
 
 impl Conn {
@@ -89,7 +98,23 @@ impl Conn {
             peer,
             tls,
             peer_header: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+            verdicts: None,
+            requests: AtomicU64::new(0),
         }
+    }
+
+    /// A connection read through the strict HTTP/1 reader that fills `verdicts`.
+    pub fn guarded(peer: SocketAddr, tls: bool, verdicts: Arc<Verdicts>) -> Self {
+        Self {
+            verdicts: Some(verdicts),
+            ..Self::new(peer, tls)
+        }
+    }
+
+    /// The refusal of the strict reader for the next request on this connection, if any.
+    fn next_request_refused(&self) -> Option<crate::h1guard::Refusal> {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.verdicts.as_ref()?.refusal(index)
     }
 }
 
@@ -206,6 +231,16 @@ impl Gateway {
     ) -> (Response<Body>, &Route) {
         let refuse = |p: Problem, route| refused(p, id, route);
         let unrouted = self.routes.unrouted();
+
+        // 1. Framing and Host: nothing ambiguous goes further (no smuggling). A head the
+        //    strict reader refused arrives as a stand-in request, answered here.
+        if let Some(r) = conn.next_request_refused() {
+            let p = Problem::new(r.kind).detail(r.detail).close_connection();
+            return refuse(p, unrouted);
+        }
+        if let Err(p) = crate::framing::check(&req) {
+            return refuse(p, unrouted);
+        }
 
         // 2. Methods never forwarded.
         if req.method() == Method::TRACE || req.method() == Method::CONNECT {

@@ -113,7 +113,10 @@ impl RawReply {
     /// The status code of the first response, if any.
     pub fn status(&self) -> Option<u16> {
         let text = String::from_utf8_lossy(&self.bytes);
-        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+        let rest = text
+            .strip_prefix("HTTP/1.1 ")
+            .or_else(|| text.strip_prefix("HTTP/1.0 "))?;
+        rest.get(..3)?.parse().ok()
     }
 
     /// The bytes as text.

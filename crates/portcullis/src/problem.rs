@@ -69,6 +69,8 @@ pub enum ProblemKind {
     HeadersTooLarge,
     /// 500: the gateway failed; nothing about why is shown.
     Internal,
+    /// 501: a transfer coding the gateway does not implement (only `chunked` is).
+    NotImplemented,
     /// 502: the upstream could not be reached or answered with garbage.
     UpstreamUnavailable,
     /// 503: shared state is unavailable and the route fails closed.
@@ -96,6 +98,7 @@ impl ProblemKind {
         Self::LoginThrottled,
         Self::HeadersTooLarge,
         Self::Internal,
+        Self::NotImplemented,
         Self::UpstreamUnavailable,
         Self::StoreUnavailable,
         Self::UpstreamTimeout,
@@ -118,6 +121,7 @@ impl ProblemKind {
             Self::UriTooLong => "uri-too-long",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::QuotaExceeded => "quota-exceeded",
+            Self::NotImplemented => "not-implemented",
             Self::LoginThrottled => "login-throttled",
             Self::HeadersTooLarge => "headers-too-large",
             Self::Internal => "internal",
@@ -142,6 +146,7 @@ impl ProblemKind {
             Self::QuotaExceeded | Self::LoginThrottled => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -167,6 +172,7 @@ impl ProblemKind {
             Self::LoginThrottled => "Too many login attempts",
             Self::HeadersTooLarge => "Request headers too large",
             Self::Internal => "Internal error",
+            Self::NotImplemented => "Not implemented",
             Self::UpstreamUnavailable => "Upstream unavailable",
             Self::StoreUnavailable => "Service temporarily unavailable",
             Self::UpstreamTimeout => "Upstream timeout",

@@ -474,6 +474,30 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "Bounds the whole exchange: a slow client gets 408, a slow upstream 504, a stalled response is cut off.",
     ),
     key(
+        "limits.header_timeout",
+        Ty::Duration {
+            min: Duration::from_millis(100),
+            max: secs(300),
+        },
+        "\"10s\"",
+        "Time a client has to send a whole request head (for every request on a connection); a client dripping its headers (slowloris) is disconnected. Also the grace before `limits.body_min_rate` applies.",
+    ),
+    key(
+        "limits.body_min_rate",
+        Ty::Size { min: 0, max: GIB },
+        "\"500B\"",
+        "Slowest average request-body rate, in bytes per second, counted from `limits.header_timeout` after the body starts (as Apache's mod_reqtimeout does); slower clients get 408 and are disconnected. `0B`: no minimum.",
+    ),
+    key(
+        "limits.max_connections",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        "10000",
+        "Most client connections open at once on the main listener; more wait in the kernel's accept queue until one closes. Keep it below the process's file-descriptor limit.",
+    ),
+    key(
         "log.format",
         Ty::Enum(&["json", "pretty"]),
         "\"json\"",

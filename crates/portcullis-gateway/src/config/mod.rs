@@ -293,6 +293,12 @@ pub struct Limits {
     pub json_depth: u32,
     /// Bound on the whole exchange.
     pub request_timeout: Duration,
+    /// Time to send a request head; also the grace before `body_min_rate`.
+    pub header_timeout: Duration,
+    /// Slowest average body rate, bytes per second (0: none).
+    pub body_min_rate: u64,
+    /// Most open client connections.
+    pub max_connections: usize,
 }
 
 /// Log output format.
@@ -477,6 +483,9 @@ fn read(l: &mut Loader<'_>) -> Config {
         uri_bytes: l.size("limits.uri_bytes"),
         json_depth: u32::try_from(l.int("limits.json_depth")).unwrap_or(32),
         request_timeout: l.duration("limits.request_timeout"),
+        header_timeout: l.duration("limits.header_timeout"),
+        body_min_rate: l.size("limits.body_min_rate"),
+        max_connections: usize::try_from(l.int("limits.max_connections")).unwrap_or(10_000),
     };
 
     let format = match l.choice("log.format") {

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
@@ -210,6 +211,33 @@ impl Proxy {
         Some(Uri::from(PathAndQuery::try_from(pq).ok()?))
     }
 
+    /// Reads a request body whole: at most `limit` bytes (413), at `limits.body_min_rate`
+    /// (408), by `deadline` (408); the connection is closed after any of these refusals.
+    pub async fn read_body<B>(
+        &self,
+        body: B,
+        limit: u64,
+        deadline: Instant,
+    ) -> Result<Bytes, Problem>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<portcullis::BoxError>,
+    {
+        let finished = Arc::new(AtomicBool::new(false));
+        let body = LimitedBody::new(body, limit, self.min_rate, finished);
+        match tokio::time::timeout_at(deadline, body.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) => Err(body_error(&*e).unwrap_or_else(|| {
+                Problem::new(ProblemKind::BadRequest)
+                    .detail("the request body could not be read")
+                    .close_connection()
+            })),
+            Err(_elapsed) => Err(Problem::new(ProblemKind::RequestTimeout)
+                .detail("the request was not received in time")
+                .close_connection()),
+        }
+    }
+
     /// Sends `req` upstream and returns the response, streaming both bodies; refusals and
     /// failures come back as the problem to answer with.
     pub async fn forward<B>(
@@ -269,24 +297,39 @@ impl Proxy {
     }
 }
 
-fn upstream_error(e: &UpstreamError) -> Problem {
+/// The refusal for a request body that failed while it was read: too large, too slow,
+/// or malformed; `None` when the failure was not the body's.
+fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<Problem> {
     if caused_by::<BodyTooSlow>(e) {
-        return Problem::new(ProblemKind::RequestTimeout)
-            .detail("the request body arrived slower than the minimum rate")
-            .close_connection();
+        return Some(
+            Problem::new(ProblemKind::RequestTimeout)
+                .detail("the request body arrived slower than the minimum rate")
+                .close_connection(),
+        );
     }
     if caused_by::<BodyTooLarge>(e) {
-        return Problem::new(ProblemKind::PayloadTooLarge)
-            .detail("the request body is larger than the limit")
-            .close_connection();
+        return Some(
+            Problem::new(ProblemKind::PayloadTooLarge)
+                .detail("the request body is larger than the limit")
+                .close_connection(),
+        );
     }
     if caused_by::<ClientBodyError>(e) {
         // Malformed chunked framing (the strict reader ends the stream) or a client gone
         // mid-body: the client's fault, and the connection cannot be read further.
         tracing::debug!(error = %DisplayChain(e), "request body failed");
-        return Problem::new(ProblemKind::BadRequest)
-            .detail("the request body is malformed or was cut short")
-            .close_connection();
+        return Some(
+            Problem::new(ProblemKind::BadRequest)
+                .detail("the request body is malformed or was cut short")
+                .close_connection(),
+        );
+    }
+    None
+}
+
+fn upstream_error(e: &UpstreamError) -> Problem {
+    if let Some(p) = body_error(e) {
+        return p;
     }
     match e {
         UpstreamError::Connect(_) => {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use http::Method;
 use portcullis::path::PathPattern;
+use portcullis::validate::BodyRules;
 
 use crate::config::RouteConfig;
 use crate::telemetry::metrics::{DEFAULT_ROUTE, RouteMetrics};
@@ -19,6 +20,10 @@ pub struct Route {
     pub roles: Vec<String>,
     /// Lockout in front of the upstream's login route: the username field.
     pub login_username_field: Option<String>,
+    /// Its body limit, replacing `limits.body`.
+    pub body_limit: Option<u64>,
+    /// Checks on its JSON bodies; `None`: bodies stream through.
+    pub body: Option<Arc<BodyRules>>,
     /// Its metric handles.
     pub metrics: RouteMetrics,
 }
@@ -48,6 +53,8 @@ impl Routes {
                 methods: c.methods.clone(),
                 roles: c.roles.clone(),
                 login_username_field: c.login_username_field.clone(),
+                body_limit: c.body_limit,
+                body: c.body.clone(),
                 metrics: RouteMetrics::new(c.name.clone()),
             })
             .collect();
@@ -60,6 +67,8 @@ impl Routes {
                 methods: None,
                 roles: Vec::new(),
                 login_username_field: None,
+                body_limit: None,
+                body: None,
                 metrics: RouteMetrics::new(name),
             },
         }

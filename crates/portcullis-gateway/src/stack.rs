@@ -39,13 +39,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use portcullis::client::ClientInfo;
 use portcullis::path::normalize;
 use portcullis::request_id::{self, RequestId, X_REQUEST_ID};
+use portcullis::validate::{Validated, check_content_type, validate};
 use portcullis::{Problem, ProblemKind, Rejection};
 use portcullis_core::net::TrustedProxies;
 use tokio::time::Instant;
@@ -297,8 +299,8 @@ impl Gateway {
         };
         let route = self.routes.find(req.method(), path.match_key());
 
-        // 5. Declared body size.
-        let body_limit = self.limits.body;
+        // 5. Declared body size (the route's limit, else `limits.body`).
+        let body_limit = route.body_limit.unwrap_or(self.limits.body);
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -461,19 +463,59 @@ impl Gateway {
             }
         }
 
-        // 11. Lockout in front of the upstream's own login route.
-        if let (Some(field), Some(routes)) = (&route.login_username_field, &self.auth_routes) {
+        // 11. Bodies the route checks (`schema`, `sanitize_html`): read whole, up to the
+        //     body limit, and validated before anything of them is forwarded.
+        let mut held = Held::Streaming(req);
+        if let Some(rules) = &route.body
+            && let Held::Streaming(req) = &held
+            && expects_body(req)
+        {
+            if let Err(r) = check_content_type(req.headers()) {
+                return refuse(r.to_problem(), route);
+            }
+            if encoded(req.headers()) {
+                return refuse(
+                    Problem::new(ProblemKind::UnsupportedMediaType).detail(
+                        "a Content-Encoding other than identity is not accepted on this route",
+                    ),
+                    route,
+                );
+            }
+            let Held::Streaming(req) = held else {
+                unreachable!("matched above")
+            };
             let (parts, body) = req.into_parts();
-            let limit = usize::try_from(body_limit.min(LOGIN_BODY_LIMIT)).unwrap_or(usize::MAX);
-            let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return refuse(
-                        Problem::new(ProblemKind::PayloadTooLarge)
-                            .detail("the login body is larger than the limit")
-                            .close_connection(),
-                        route,
-                    );
+            let bytes = match self.proxy.read_body(body, body_limit, deadline).await {
+                Ok(b) => b,
+                Err(p) => return refuse(p, route),
+            };
+            held = match validate(&bytes, rules) {
+                Ok(Validated::Original) => Held::Read(parts, bytes),
+                Ok(Validated::Sanitized(new)) => Held::Read(parts, new),
+                Err(r) => return refuse(r.to_problem(), route),
+            };
+        }
+
+        let forward = Forward {
+            path,
+            client,
+            peer: &conn.peer_header,
+            identity: identity.as_deref(),
+            body_limit,
+            deadline,
+        };
+
+        // 12. Lockout in front of the upstream's own login route.
+        if let (Some(field), Some(routes)) = (&route.login_username_field, &self.auth_routes) {
+            let (parts, bytes) = match held {
+                Held::Read(parts, bytes) => (parts, bytes),
+                Held::Streaming(req) => {
+                    let (parts, body) = req.into_parts();
+                    let limit = body_limit.min(LOGIN_BODY_LIMIT);
+                    match self.proxy.read_body(body, limit, deadline).await {
+                        Ok(b) => (parts, b),
+                        Err(p) => return refuse(p, route),
+                    }
                 }
             };
             let raw = crate::auth_routes::login_username(&parts.headers, &bytes, field);
@@ -484,21 +526,7 @@ impl Gateway {
                 Ok(g) => g,
                 Err(res) => return (res, route),
             };
-            let req = Request::from_parts(parts, http_body_util::Full::new(bytes));
-            let forwarded = self
-                .proxy
-                .forward(
-                    req,
-                    Forward {
-                        path,
-                        client,
-                        peer: &conn.peer_header,
-                        identity: identity.as_deref(),
-                        body_limit,
-                        deadline,
-                    },
-                )
-                .await;
+            let forwarded = self.proxy.forward(whole(parts, bytes), forward).await;
             return match forwarded {
                 Ok(res) => {
                     guard.finish(res.status()).await;
@@ -508,22 +536,12 @@ impl Gateway {
             };
         }
 
-        // 12. The upstream.
-        match self
-            .proxy
-            .forward(
-                req,
-                Forward {
-                    path,
-                    client,
-                    peer: &conn.peer_header,
-                    identity: identity.as_deref(),
-                    body_limit,
-                    deadline,
-                },
-            )
-            .await
-        {
+        // 13. The upstream.
+        let forwarded = match held {
+            Held::Streaming(req) => self.proxy.forward(req, forward).await,
+            Held::Read(parts, bytes) => self.proxy.forward(whole(parts, bytes), forward).await,
+        };
+        match forwarded {
             Ok(mut res) => {
                 if identity.is_some() {
                     private_when_authenticated(res.headers_mut());
@@ -533,6 +551,43 @@ impl Gateway {
             Err(p) => refuse(p, route),
         }
     }
+}
+
+/// A request on its way through the stack: its body still streaming from the client, or
+/// read whole (and checked) by a step that needed it.
+enum Held {
+    Streaming(Request<Incoming>),
+    Read(http::request::Parts, Bytes),
+}
+
+/// A request whose body was read whole, framed by `Content-Length`.
+fn whole(mut parts: http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Request::from_parts(parts, Full::new(body))
+}
+
+/// Whether a request comes with a body to check: it declares one, or its method is one
+/// that sends one (an empty `POST` to a route with a schema is refused, not waved through).
+fn expects_body<B>(req: &Request<B>) -> bool {
+    matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Whether the body is compressed or otherwise encoded: such a body cannot be checked
+/// without inflating it, which the gateway does not do.
+fn encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|c| !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity"))
 }
 
 /// Largest body read on a route with `login = {…}` (the username is taken from it).

@@ -166,6 +166,14 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
+    /// The process's peak resident memory so far (`VmHWM`), in bytes; Linux only.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// `http://LISTEN{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listen)

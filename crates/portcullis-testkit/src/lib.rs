@@ -71,9 +71,13 @@ impl TempDir {
         &self.path
     }
 
-    /// Writes a file in it and returns its path.
+    /// Writes a file in it (`name` may name subdirectories, made as needed) and returns
+    /// its path.
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let p = self.path.join(name);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).expect("make temp subdirectory");
+        }
         std::fs::write(&p, contents).expect("write temp file");
         p
     }

@@ -15,7 +15,9 @@
 //! | `x-upstream-stall-after: N` | send N bytes, then stall forever |
 //!
 //! Otherwise it echoes JSON: `method`, `path`, `query`, `headers` (lists of values),
-//! `body_bytes`, and `peer` (the connection's address, to tell connections apart). Request bodies are counted as they stream, never buffered.
+//! `body_bytes`, `body` (its first 64 KiB, as UTF-8 with invalid bytes replaced), and
+//! `peer` (the connection's address, to tell connections apart). Request bodies are
+//! counted as they stream, never buffered beyond what is kept.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +56,9 @@ pub async fn run(listener: TcpListener) {
     }
 }
 
+/// How much of each request body a record keeps.
+const BODY_KEPT: usize = 64 * 1024;
+
 fn full(status: StatusCode, body: Vec<u8>) -> Response<Out> {
     let mut res = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
     *res.status_mut() = status;
@@ -91,9 +96,16 @@ async fn handle(
         return Ok(full(StatusCode::OK, serde_json::to_vec(&all).unwrap()));
     }
     let mut body_bytes: u64 = 0;
+    let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(f) => body_bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    body_bytes += d.len() as u64;
+                    let room = BODY_KEPT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&d[..room.min(d.len())]);
+                }
+            }
             Err(_) => break,
         }
     }
@@ -114,6 +126,7 @@ async fn handle(
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_bytes": body_bytes,
+        "body": String::from_utf8_lossy(&kept),
         "peer": peer.to_string(),
     });
     recorded.lock().unwrap().push(record.clone());

@@ -8,6 +8,7 @@
 //! | [`request_id`] | an `X-Request-Id` on every request and response |
 //! | [`path`] | the normalised path that routes match, refusing spellings that could dodge them |
 //! | [`problem`] | RFC 9457 `application/problem+json` refusals with stable types |
+//! | [`validate`] | JSON bodies: content type, strict parsing, JSON Schema, HTML sanitizing |
 //!
 //! Refusals are responses, never `Service` errors: each carries a [`problem::Rejection`]
 //! in its extensions so that logs and metrics can say why without parsing bodies.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod path;
 pub mod problem;
 pub mod request_id;
+pub mod validate;
 
 pub use body::RejectionBody;
 pub use problem::{Problem, ProblemKind, Rejection};

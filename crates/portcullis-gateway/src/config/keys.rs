@@ -460,7 +460,7 @@ pub(crate) static KEYS: &[KeyDef] = &[
     ),
     key(
         "limits.json_depth",
-        Ty::Int { min: 1, max: 1024 },
+        Ty::Int { min: 1, max: 127 },
         "32",
         "Deepest nesting accepted in JSON bodies of routes that validate them.",
     ),
@@ -620,6 +620,27 @@ pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
         Ty::Enum(&["default", "local", "allow", "deny"]),
         "\"default\"",
         "This route's rate-limit fail mode while Redis is unavailable; `default` = `rate_limit.on_redis_down`. Use `deny` for routes that must never run unlimited (503 with `Retry-After`).",
+    ),
+    key(
+        "body_limit",
+        Ty::Size {
+            min: 1,
+            max: 64 * GIB,
+        },
+        UNSET,
+        "This route's largest request body, replacing `limits.body` (larger or smaller); 413 beyond. Unset: `limits.body`.",
+    ),
+    key(
+        "schema",
+        Ty::Path,
+        "\"\"",
+        "A JSON Schema (Draft 2020-12) file that request bodies on this route must match; a relative path is read from the configuration file's directory. Compiled at start (an invalid schema is a configuration error); remote `$ref`s are never fetched. Requests with a body (and every `POST`, `PUT` and `PATCH`) must then be `application/json` or `+json` in UTF-8 (415), strict JSON no deeper than `limits.json_depth` (400), and match the schema (422 listing each failing location, never the values). The body is read whole, up to the route's body limit, before it is forwarded.",
+    ),
+    key(
+        "sanitize_html",
+        Ty::StrList,
+        "[]",
+        "JSON string fields rewritten with an allow-list HTML sanitizer (ammonia) before forwarding, `Content-Length` updated; everything else is forwarded byte for byte. Each entry names a field from the top-level object, `/` between levels (`comment`, `author/bio`), `*` for every element of an array or member of an object (`items/*/note`). Bodies are read and checked as with `schema` (without one, only as strict JSON).",
     ),
     key(
         "login.username_field",

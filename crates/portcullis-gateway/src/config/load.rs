@@ -465,6 +465,38 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// A size key without a default: `None` unless a source sets it.
+    pub(crate) fn opt_size(&mut self, key: &'static str) -> Option<u64> {
+        let def = self.def(key);
+        let Ty::Size { min, max } = def.ty else {
+            panic!("{key} is not a size")
+        };
+        assert!(
+            def.default == keys::UNSET,
+            "{key} has a default; use size()"
+        );
+        #[cfg(test)]
+        self.read.insert(def.key);
+        let (raw, origin) = if let Some((s, o)) = self.text.get(key) {
+            (Raw::Text(s), o.clone())
+        } else if let Some((v, o)) = self.file.get(key) {
+            (Raw::Toml(v), o.clone())
+        } else {
+            return None;
+        };
+        match value::size(raw, min, max) {
+            Ok(v) => Some(v),
+            Err(expected) => {
+                self.errors.push(ConfigError {
+                    key: format!("{}{key}", self.prefix),
+                    origin: Some(origin),
+                    message: format!("{expected}; got {}", raw.display()),
+                });
+                None
+            }
+        }
+    }
+
     pub(crate) fn float(&mut self, key: &'static str) -> f64 {
         let Ty::Float { min, max } = self.def(key).ty else {
             panic!("{key} is not a float")

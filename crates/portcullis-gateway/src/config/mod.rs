@@ -19,6 +19,7 @@ use std::time::Duration;
 use http::Method;
 use http::uri::{Authority, Scheme, Uri};
 use portcullis::path::PathPattern;
+use portcullis::validate::{BodyRules, CompiledSchema, FieldPath, JsonDepth};
 use portcullis_core::Secret;
 use portcullis_core::breaker::BreakerConfig;
 use portcullis_core::net::TrustedProxies;
@@ -359,6 +360,10 @@ pub struct RouteConfig {
     pub count_failures: bool,
     /// Fail mode override.
     pub on_redis_down: Option<RedisDown>,
+    /// The route's body limit, replacing `limits.body`.
+    pub body_limit: Option<u64>,
+    /// Checks on JSON bodies (`schema`, `sanitize_html`); `None`: bodies stream through.
+    pub body: Option<Arc<BodyRules>>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -514,7 +519,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         redact_fields: lower_all(l.list("log.redact_fields")),
     };
 
-    let routes = read_routes(l);
+    let routes = read_routes(l, limits_json_depth(&limits));
 
     Config {
         listen,
@@ -781,9 +786,43 @@ fn lower_all(v: Vec<String>) -> Vec<String> {
     v.into_iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
-fn read_routes(l: &mut Loader<'_>) -> Vec<RouteConfig> {
+fn limits_json_depth(limits: &Limits) -> JsonDepth {
+    JsonDepth::new(limits.json_depth).unwrap_or(JsonDepth::DEFAULT)
+}
+
+/// `schema` and `sanitize_html` of a route, compiled; `None` when it sets neither.
+fn body_rules(r: &mut Loader<'_>, origin: &Origin, depth: JsonDepth) -> Option<Arc<BodyRules>> {
+    let schema = r.path("schema");
+    let fields = r.list("sanitize_html");
+    if schema.is_none() && fields.is_empty() {
+        return None;
+    }
+    let mut rules = BodyRules::new().max_depth(depth);
+    if let Some(path) = schema {
+        // Relative to the file the route is written in.
+        let path = match origin {
+            Origin::File { path: file, .. } if path.is_relative() => std::path::Path::new(&**file)
+                .parent()
+                .map_or(path.clone(), |dir| dir.join(&path)),
+            _ => path,
+        };
+        match CompiledSchema::from_file(&path) {
+            Ok(s) => rules = rules.with_schema(Arc::new(s)),
+            Err(e) => r.error("schema", format!("{}: {e}", path.display())),
+        }
+    }
+    for f in &fields {
+        match FieldPath::parse(f) {
+            Ok(p) => rules = rules.add_sanitize_html(p),
+            Err(e) => r.error("sanitize_html", format!("{f:?}: {e}")),
+        }
+    }
+    Some(Arc::new(rules))
+}
+
+fn read_routes(l: &mut Loader<'_>, json_depth: JsonDepth) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::new();
-    for (i, (mut r, _origin)) in l.table_array("routes").into_iter().enumerate() {
+    for (i, (mut r, origin)) in l.table_array("routes").into_iter().enumerate() {
         let glob = r.string("path");
         let path = match PathPattern::parse(&glob) {
             Ok(p) => Some(p),
@@ -863,6 +902,8 @@ fn read_routes(l: &mut Loader<'_>) -> Vec<RouteConfig> {
             None
         };
         let count_failures = r.choice("count") == "failures";
+        let body_limit = r.opt_size("body_limit");
+        let body = body_rules(&mut r, &origin, json_depth);
         let on_redis_down = match r.choice("on_redis_down") {
             "default" => None,
             w => Some(redis_down(w)),
@@ -878,6 +919,8 @@ fn read_routes(l: &mut Loader<'_>) -> Vec<RouteConfig> {
                 rate_limit,
                 count_failures,
                 on_redis_down,
+                body_limit,
+                body,
             });
         }
     }

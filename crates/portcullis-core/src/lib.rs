@@ -9,6 +9,7 @@
 //!   between them by fail mode;
 //! - [`breaker`]: the circuit breaker in front of Redis;
 //! - [`auth`]: usernames, password hashes, the users file and the login-lockout policy;
+//! - [`csrf`]: synchronizer tokens, signed, bound to a session and kept in the store;
 //! - [`Secret`] for values that must never reach a log.
 //!
 //! Everything here is plain logic over plain types, tested without sockets (Redis
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod clock;
+pub mod csrf;
 pub mod net;
 pub mod ratelimit;
 pub mod secret;

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth_routes;
 pub mod body;
 pub mod config;
+pub mod csrf;
 pub mod demo;
 pub mod events;
 pub mod framing;
@@ -47,6 +48,8 @@ pub struct Prepared {
     tls: Option<TlsAcceptor>,
     proxy: Proxy,
     auth: Option<Arc<identity::Auth>>,
+    /// The keys that sign CSRF tokens, and whether they were made at start-up.
+    csrf_keys: (Vec<portcullis_core::csrf::CsrfKey>, bool),
     /// Where logs go, opened (a rotated file, or standard output).
     pub log_output: Option<Box<dyn std::io::Write + Send>>,
 }
@@ -58,6 +61,38 @@ impl std::fmt::Debug for Prepared {
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The keys that sign CSRF tokens: from `csrf.secret_file`, else derived from the
+/// `auth.signing_key_file` every instance shares, else made now (`true`: ephemeral).
+fn csrf_keys(config: &Config) -> Result<(Vec<portcullis_core::csrf::CsrfKey>, bool), ConfigError> {
+    use portcullis_core::csrf::CsrfKey;
+    if !config.csrf.enabled {
+        return Ok((Vec::new(), false));
+    }
+    if let Some(path) = &config.csrf.secret_file {
+        let err = |message: String| ConfigError {
+            key: "csrf.secret_file".into(),
+            origin: None,
+            message,
+        };
+        let secret =
+            std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+        if secret.trim_ascii().len() < 32 {
+            return Err(err(format!(
+                "{} holds fewer than 32 bytes; write a long random secret into it (e.g. `head -c 48 /dev/urandom | base64 > FILE`)",
+                path.display()
+            )));
+        }
+        return Ok((vec![CsrfKey::derive(secret.trim_ascii())], false));
+    }
+    if config.auth.enabled
+        && let Some(path) = &config.auth.signing_key_file
+        && let Ok(pem) = std::fs::read(path)
+    {
+        return Ok((vec![CsrfKey::derive(&pem)], false));
+    }
+    Ok((vec![CsrfKey::random()], true))
 }
 
 /// Checks what the configuration points at: certificate and key files, the upstream CA
@@ -126,6 +161,13 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
             message: e.to_string(),
         });
     }
+    let csrf_keys = match csrf_keys(&config) {
+        Ok(k) => k,
+        Err(e) => {
+            errors.push(e);
+            (Vec::new(), false)
+        }
+    };
     let log_output = match telemetry::log::open(&config.log) {
         Ok(o) => Some(o),
         Err(e) => {
@@ -139,6 +181,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
             tls,
             proxy,
             auth,
+            csrf_keys,
             log_output,
         }),
         _ => Err(ConfigErrors(errors)),
@@ -165,6 +208,7 @@ pub async fn serve(
         tls,
         proxy,
         auth,
+        csrf_keys,
         ..
     } = prepared;
     let main_listener = server::bind("listen", config.listen)?;
@@ -206,6 +250,20 @@ pub async fn serve(
         .map(|a| jwks::spawn_refresher(a.issuers.all().to_vec(), a.fetch_tls.clone()));
     let limiter = ratelimit::Limiter::new(&config, store.clone(), events.clone());
     let override_sync = limiter.as_ref().map(|l| l.spawn_override_sync());
+    let (csrf_keys, csrf_ephemeral) = csrf_keys;
+    if csrf_ephemeral {
+        tracing::warn!(
+            "neither csrf.secret_file nor auth.signing_key_file is set: CSRF tokens are signed with a secret made at start-up; they die with a restart and other instances refuse them"
+        );
+    }
+    let csrf = config.csrf.enabled.then(|| {
+        csrf::Csrf::new(
+            &config.csrf,
+            csrf_keys,
+            store.clone(),
+            Arc::new(portcullis_core::SystemClock),
+        )
+    });
     let gateway = stack::Gateway::new(
         &config,
         proxy,
@@ -213,6 +271,7 @@ pub async fn serve(
         store.clone(),
         events.clone(),
         limiter.clone(),
+        csrf,
     );
     tracing::info!(
         listen = %listen,

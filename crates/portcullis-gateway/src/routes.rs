@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use http::Method;
+use portcullis::headers::Profile;
 use portcullis::path::PathPattern;
 use portcullis::validate::BodyRules;
 
@@ -20,6 +21,8 @@ pub struct Route {
     pub roles: Vec<String>,
     /// Lockout in front of the upstream's login route: the username field.
     pub login_username_field: Option<String>,
+    /// Its security-header profile, replacing `headers.profile`.
+    pub headers: Option<Profile>,
     /// Its body limit, replacing `limits.body`.
     pub body_limit: Option<u64>,
     /// Checks on its JSON bodies; `None`: bodies stream through.
@@ -53,6 +56,7 @@ impl Routes {
                 methods: c.methods.clone(),
                 roles: c.roles.clone(),
                 login_username_field: c.login_username_field.clone(),
+                headers: c.headers,
                 body_limit: c.body_limit,
                 body: c.body.clone(),
                 metrics: RouteMetrics::new(c.name.clone()),
@@ -67,6 +71,7 @@ impl Routes {
                 methods: None,
                 roles: Vec::new(),
                 login_username_field: None,
+                headers: None,
                 body_limit: None,
                 body: None,
                 metrics: RouteMetrics::new(name),

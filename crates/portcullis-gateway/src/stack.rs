@@ -45,16 +45,21 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use portcullis::client::ClientInfo;
+use portcullis::cors::{Cors, Preflight};
+use portcullis::headers::{Profile, SecurityHeaders};
 use portcullis::path::normalize;
 use portcullis::request_id::{self, RequestId, X_REQUEST_ID};
 use portcullis::validate::{Validated, check_content_type, validate};
-use portcullis::{Problem, ProblemKind, Rejection};
+use portcullis::{Problem, ProblemKind, Rejection, RejectionBody};
 use portcullis_core::net::TrustedProxies;
 use tokio::time::Instant;
 
 use crate::auth_routes::{AuthRoute, AuthRoutes};
 use crate::body::Body;
+
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 use crate::config::{Config, Limits};
+use crate::csrf::Csrf;
 use crate::events::{EventKind, Events};
 use crate::h1guard::Verdicts;
 use crate::identity::{Auth, Verdict};
@@ -74,6 +79,39 @@ pub struct Gateway {
     auth_routes: Option<AuthRoutes>,
     events: Arc<Events>,
     limiter: Option<Arc<Limiter>>,
+    /// The security headers of each profile (`api`, `web`, `off`), and the default one.
+    headers: SecurityProfiles,
+    cors: Option<Cors>,
+    csrf: Option<Csrf>,
+}
+
+/// [`SecurityHeaders`] made once per profile, with `[headers]`'s settings.
+#[derive(Debug)]
+struct SecurityProfiles {
+    default: Profile,
+    api: SecurityHeaders,
+    web: SecurityHeaders,
+    off: SecurityHeaders,
+}
+
+impl SecurityProfiles {
+    fn new(cfg: &crate::config::HeadersConfig) -> Self {
+        let make = |p| SecurityHeaders::new(p, cfg.hsts, cfg.set.clone());
+        Self {
+            default: cfg.profile,
+            api: make(Profile::Api),
+            web: make(Profile::Web),
+            off: make(Profile::Off),
+        }
+    }
+
+    fn get(&self, route: Option<Profile>) -> &SecurityHeaders {
+        match route.unwrap_or(self.default) {
+            Profile::Api => &self.api,
+            Profile::Web => &self.web,
+            Profile::Off => &self.off,
+        }
+    }
 }
 
 /// Where a request came in: made once per connection.
@@ -129,6 +167,7 @@ impl Gateway {
         store: portcullis_core::store::SharedStore,
         events: Arc<Events>,
         limiter: Option<Arc<Limiter>>,
+        csrf: Option<Csrf>,
     ) -> Arc<Self> {
         let auth_routes = auth
             .as_ref()
@@ -143,6 +182,9 @@ impl Gateway {
             auth_routes,
             events,
             limiter,
+            headers: SecurityProfiles::new(&cfg.headers),
+            cors: cfg.cors.clone(),
+            csrf,
         })
     }
 
@@ -167,8 +209,30 @@ impl Gateway {
             );
         }
 
+        // Kept for the response: whether the request was secure, and its origin.
+        let secure = is_secure(&client, req.headers());
+        let origin = match &self.cors {
+            Some(_) if !Cors::is_preflight(&req) => req.headers().get(header::ORIGIN).cloned(),
+            _ => None,
+        };
+        let preflight = self.cors.is_some() && Cors::is_preflight(&req);
+
         let (mut res, route) = self.protect(req, &client, conn, &id, started).await;
 
+        // Every response, refusals included: the route's security headers, and CORS
+        // (preflight answers carry their own).
+        self.headers
+            .get(route.headers)
+            .apply(res.headers_mut(), secure);
+        if let Some(cors) = &self.cors
+            && !preflight
+        {
+            let mut asked = http::HeaderMap::new();
+            if let Some(o) = origin {
+                asked.insert(header::ORIGIN, o);
+            }
+            cors.apply(&asked, res.headers_mut());
+        }
         res.headers_mut()
             .insert(X_REQUEST_ID, id.header_value().clone());
         let elapsed = started.elapsed();
@@ -299,6 +363,31 @@ impl Gateway {
         };
         let route = self.routes.find(req.method(), path.match_key());
 
+        // 4b. CORS preflights: answered here for any origin, before auth, rate limits and
+        //     CSRF, never proxied.
+        if let Some(cors) = &self.cors
+            && Cors::is_preflight(&req)
+        {
+            return match cors.preflight(req.headers()) {
+                Preflight::Allowed(headers) => {
+                    let mut res = Response::new(Body::from_bytes(bytes::Bytes::new()));
+                    *res.status_mut() = http::StatusCode::NO_CONTENT;
+                    *res.headers_mut() = headers;
+                    (res, route)
+                }
+                Preflight::Refused(why) => {
+                    let (mut res, r) = refuse(
+                        Problem::new(ProblemKind::Forbidden)
+                            .detail(format!("CORS preflight refused: {why}")),
+                        route,
+                    );
+                    // `Vary: Origin` only: no CORS header for a refused preflight.
+                    cors.apply(&http::HeaderMap::new(), res.headers_mut());
+                    (res, r)
+                }
+            };
+        }
+
         // 5. Declared body size (the route's limit, else `limits.body`).
         let body_limit = route.body_limit.unwrap_or(self.limits.body);
         let declared = req
@@ -381,11 +470,53 @@ impl Gateway {
         verdict: Verdict,
     ) -> (Response<Body>, &'r Route) {
         let refuse = |p: Problem, route| refused(p, id, route);
-        // 8. The gateway's own routes.
+        // 8. The gateway's own routes: `GET /auth/csrf`, and the auth routes after the
+        //    CSRF check (`/auth/refresh` and `/auth/logout` need no token: they change
+        //    nothing another site could use).
+        let verified = match &verdict {
+            Verdict::Verified(who) => Some(&**who),
+            _ => None,
+        };
+        if let Some(csrf) = &self.csrf
+            && path.match_key() == "/auth/csrf"
+        {
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return refuse(
+                    Problem::new(ProblemKind::MethodNotAllowed).detail("use GET"),
+                    route,
+                );
+            }
+            return (
+                csrf.issue(verified, req.headers(), id.as_str()).await,
+                route,
+            );
+        }
         if let (Some(routes), Some(own)) = (&self.auth_routes, AuthRoute::find(path.match_key())) {
+            let mut held = Held::Streaming(req);
+            if let Some(csrf) = &self.csrf {
+                let token = matches!(own, AuthRoute::Login);
+                held = match self
+                    .csrf_step(
+                        csrf, held, verified, token, client, id, body_limit, deadline,
+                    )
+                    .await
+                {
+                    Ok(h) => h,
+                    Err(res) => return (res, route),
+                };
+            }
+            let Held::Streaming(req) = held else {
+                unreachable!("own routes are checked without reading the body")
+            };
+            let session = verified.and_then(|w| w.session.clone());
             let res = routes
                 .handle(own, req, client.ip, id.as_str(), deadline)
                 .await;
+            if let (AuthRoute::Logout, Some(csrf), Some(sid)) = (own, &self.csrf, session)
+                && res.status().is_success()
+            {
+                csrf.revoke(&sid).await;
+            }
             return (res, route);
         }
 
@@ -463,17 +594,37 @@ impl Gateway {
             }
         }
 
-        // 11. Bodies the route checks (`schema`, `sanitize_html`): read whole, up to the
-        //     body limit, and validated before anything of them is forwarded.
+        // 11. CSRF, for state-changing requests riding on cookies; a token in a form
+        //     body is read from the body, which is then forwarded as it came.
         let mut held = Held::Streaming(req);
+        if let Some(csrf) = &self.csrf {
+            held = match self
+                .csrf_step(
+                    csrf,
+                    held,
+                    identity.as_deref(),
+                    true,
+                    client,
+                    id,
+                    body_limit,
+                    deadline,
+                )
+                .await
+            {
+                Ok(h) => h,
+                Err(res) => return (res, route),
+            };
+        }
+
+        // 12. Bodies the route checks (`schema`, `sanitize_html`): read whole, up to the
+        //     body limit, and validated before anything of them is forwarded.
         if let Some(rules) = &route.body
-            && let Held::Streaming(req) = &held
-            && expects_body(req)
+            && expects_body(held.method(), held.headers())
         {
-            if let Err(r) = check_content_type(req.headers()) {
+            if let Err(r) = check_content_type(held.headers()) {
                 return refuse(r.to_problem(), route);
             }
-            if encoded(req.headers()) {
+            if encoded(held.headers()) {
                 return refuse(
                     Problem::new(ProblemKind::UnsupportedMediaType).detail(
                         "a Content-Encoding other than identity is not accepted on this route",
@@ -481,13 +632,15 @@ impl Gateway {
                     route,
                 );
             }
-            let Held::Streaming(req) = held else {
-                unreachable!("matched above")
-            };
-            let (parts, body) = req.into_parts();
-            let bytes = match self.proxy.read_body(body, body_limit, deadline).await {
-                Ok(b) => b,
-                Err(p) => return refuse(p, route),
+            let (parts, bytes) = match held {
+                Held::Read(parts, bytes) => (parts, bytes),
+                Held::Streaming(req) => {
+                    let (parts, body) = req.into_parts();
+                    match self.proxy.read_body(body, body_limit, deadline).await {
+                        Ok(b) => (parts, b),
+                        Err(p) => return refuse(p, route),
+                    }
+                }
             };
             held = match validate(&bytes, rules) {
                 Ok(Validated::Original) => Held::Read(parts, bytes),
@@ -505,7 +658,7 @@ impl Gateway {
             deadline,
         };
 
-        // 12. Lockout in front of the upstream's own login route.
+        // 13. Lockout in front of the upstream's own login route.
         if let (Some(field), Some(routes)) = (&route.login_username_field, &self.auth_routes) {
             let (parts, bytes) = match held {
                 Held::Read(parts, bytes) => (parts, bytes),
@@ -536,7 +689,7 @@ impl Gateway {
             };
         }
 
-        // 13. The upstream.
+        // 14. The upstream.
         let forwarded = match held {
             Held::Streaming(req) => self.proxy.forward(req, forward).await,
             Held::Read(parts, bytes) => self.proxy.forward(whole(parts, bytes), forward).await,
@@ -560,6 +713,113 @@ enum Held {
     Read(http::request::Parts, Bytes),
 }
 
+impl Held {
+    fn headers(&self) -> &http::HeaderMap {
+        match self {
+            Self::Streaming(r) => r.headers(),
+            Self::Read(p, _) => &p.headers,
+        }
+    }
+
+    fn method(&self) -> &Method {
+        match self {
+            Self::Streaming(r) => r.method(),
+            Self::Read(p, _) => &p.method,
+        }
+    }
+
+    fn uri(&self) -> &http::Uri {
+        match self {
+            Self::Streaming(r) => r.uri(),
+            Self::Read(p, _) => &p.uri,
+        }
+    }
+}
+
+impl Gateway {
+    /// The CSRF check of a request, when it applies: the source, then (when `token`) the
+    /// token from the header or a form body. A refusal is a 403 (503 while the store is
+    /// unavailable in `deny` mode) and a `csrf_rejected` event.
+    #[allow(clippy::too_many_arguments)] // the request's context, passed along once
+    async fn csrf_step(
+        &self,
+        csrf: &Csrf,
+        held: Held,
+        identity: Option<&portcullis_core::token::Identity>,
+        token: bool,
+        client: &ClientInfo,
+        id: &RequestId,
+        body_limit: u64,
+        deadline: Instant,
+    ) -> Result<Held, Response<Body>> {
+        if !Csrf::applies(held.method(), held.headers()) {
+            return Ok(held);
+        }
+        let refused = |r: crate::csrf::Refusal| {
+            self.events.emit(
+                EventKind::CsrfRejected,
+                &client.ip.to_string(),
+                &r.detail,
+                Some(id.as_str()),
+            );
+            let mut res = r.problem.into_response(Some(id.as_str()));
+            res.headers_mut().append(
+                header::VARY,
+                HeaderValue::from_static("Origin, Sec-Fetch-Site"),
+            );
+            if res.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            res
+        };
+        let secure = is_secure(client, held.headers());
+        let own = crate::csrf::own_origin(held.headers(), held.uri(), secure).unwrap_or_default();
+        if let Err(r) = csrf.check_source(held.headers(), &own) {
+            return Err(refused(r));
+        }
+        if !token {
+            return Ok(held);
+        }
+        let binding = csrf.binding(identity, held.headers());
+        let in_header =
+            portcullis::csrf::token_from_header(held.headers(), csrf.header()).map(str::to_owned);
+        let (held, presented) = match (in_header, held) {
+            (Some(t), held) => (held, Some(t)),
+            (None, Held::Streaming(req)) if portcullis::csrf::is_form(req.headers()) => {
+                let (parts, body) = req.into_parts();
+                let bytes = match self.proxy.read_body(body, body_limit, deadline).await {
+                    Ok(b) => b,
+                    Err(p) => return Err(p.into_response(Some(id.as_str()))),
+                };
+                let t = portcullis::csrf::form_token(&parts.headers, &bytes, csrf.form_field());
+                (Held::Read(parts, bytes), t)
+            }
+            (None, Held::Read(parts, bytes)) => {
+                let t = portcullis::csrf::form_token(&parts.headers, &bytes, csrf.form_field());
+                (Held::Read(parts, bytes), t)
+            }
+            (None, held) => (held, None),
+        };
+        match csrf
+            .check_token(binding.as_ref(), presented.as_deref())
+            .await
+        {
+            Ok(_) => Ok(held),
+            Err(r) => Err(refused(r)),
+        }
+    }
+}
+
+/// Whether a request came over TLS, or from a trusted proxy saying it did.
+fn is_secure(client: &ClientInfo, headers: &http::HeaderMap) -> bool {
+    client.tls
+        || (client.peer_trusted
+            && headers
+                .get(&X_FORWARDED_PROTO)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
+}
+
 /// A request whose body was read whole, framed by `Content-Length`.
 fn whole(mut parts: http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
     parts.headers.remove(header::TRANSFER_ENCODING);
@@ -571,11 +831,10 @@ fn whole(mut parts: http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
 
 /// Whether a request comes with a body to check: it declares one, or its method is one
 /// that sends one (an empty `POST` to a route with a schema is refused, not waved through).
-fn expects_body<B>(req: &Request<B>) -> bool {
-    matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
-        || req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers()
+fn expects_body(method: &Method, headers: &http::HeaderMap) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        || headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
 }

@@ -6,6 +6,7 @@
 //! driving them, and [`ports`] finds free loopback ports. [`load`] is the open-loop load
 //! generator behind the `portcullis-load` binary, with its rate-limit accuracy accounting.
 
+pub mod browser;
 pub mod conformance;
 pub mod gateway;
 pub mod http;

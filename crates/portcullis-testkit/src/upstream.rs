@@ -14,7 +14,8 @@
 //! | `x-upstream-cut-after: N` | promise `x-upstream-body-bytes`, send N, then drop the connection |
 //! | `x-upstream-stall-after: N` | send N bytes, then stall forever |
 //!
-//! Otherwise it echoes JSON: `method`, `path`, `query`, `headers` (lists of values),
+//! With `PORTCULLIS_UPSTREAM_PAGES=DIR` ([`Upstream::start_with_pages`]), `GET /pages/NAME`
+//! serves the file NAME of DIR as HTML, unrecorded. Otherwise it echoes JSON: `method`, `path`, `query`, `headers` (lists of values),
 //! `body_bytes`, `body` (its first 64 KiB, as UTF-8 with invalid bytes replaced), and
 //! `peer` (the connection's address, to tell connections apart). Request bodies are
 //! counted as they stream, never buffered beyond what is kept.
@@ -69,6 +70,30 @@ fn full(status: StatusCode, body: Vec<u8>) -> Response<Out> {
     res
 }
 
+/// The environment variable naming a directory whose files are served as HTML pages.
+pub const PAGES_ENV: &str = "PORTCULLIS_UPSTREAM_PAGES";
+
+/// `GET /pages/NAME`: the file NAME of the pages directory as `text/html`, unrecorded;
+/// `None` when there is no pages directory or no such page.
+fn page_response(name: &str) -> Option<Response<Out>> {
+    let dir = std::env::var_os(PAGES_ENV)?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        || name.starts_with('.')
+    {
+        return None;
+    }
+    let html = std::fs::read(std::path::Path::new(&dir).join(name)).ok()?;
+    let mut res = full(StatusCode::OK, html);
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Some(res)
+}
+
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if let Some(ms) = s.strip_suffix("ms") {
@@ -94,6 +119,11 @@ async fn handle(
         }
         let all = Value::Array(recorded.lock().unwrap().clone());
         return Ok(full(StatusCode::OK, serde_json::to_vec(&all).unwrap()));
+    }
+    if let Some(page) = parts.uri.path().strip_prefix("/pages/")
+        && let Some(res) = page_response(page)
+    {
+        return Ok(res);
     }
     let mut body_bytes: u64 = 0;
     let mut kept = Vec::new();
@@ -234,8 +264,22 @@ impl Upstream {
 
     /// Starts the upstream on `addr`.
     pub fn start_on(addr: SocketAddr) -> Self {
+        Self::spawn(addr, None)
+    }
+
+    /// Starts an upstream that also serves the files of `dir` as HTML at `/pages/NAME`
+    /// (not recorded), for browser tests.
+    pub fn start_with_pages(dir: &std::path::Path) -> Self {
+        Self::spawn(crate::ports::free_addr(), Some(dir))
+    }
+
+    fn spawn(addr: SocketAddr, pages: Option<&std::path::Path>) -> Self {
         let bin = crate::workspace_bin("portcullis-testkit", "portcullis-upstream");
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(dir) = pages {
+            cmd.env(PAGES_ENV, dir);
+        }
+        let child = cmd
             .arg(addr.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,12 +9,18 @@
 //! | [`path`] | the normalised path that routes match, refusing spellings that could dodge them |
 //! | [`problem`] | RFC 9457 `application/problem+json` refusals with stable types |
 //! | [`validate`] | JSON bodies: content type, strict parsing, JSON Schema, HTML sanitizing |
+//! | [`headers`] | security-header profiles (`api`, `web` = helmet 8.3.0's defaults, `off`) |
+//! | [`cors`] | CORS by an allow-list of exact origins: preflights and actual responses |
+//! | [`csrf`] | where a state-changing request comes from (Fetch Metadata, `Origin`), and its token in a header or a form |
 //!
 //! Refusals are responses, never `Service` errors: each carries a [`problem::Rejection`]
 //! in its extensions so that logs and metrics can say why without parsing bodies.
 
 pub mod body;
 pub mod client;
+pub mod cors;
+pub mod csrf;
+pub mod headers;
 pub mod path;
 pub mod problem;
 pub mod request_id;

@@ -420,6 +420,108 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "While Redis is unavailable: `local` = limits in this instance's memory, quotas divided by `instances`; `allow` = no limit; `deny` = 503 with `Retry-After`. A route's `on_redis_down` overrides it.",
     ),
     key(
+        "csrf.enabled",
+        Ty::Bool,
+        "true",
+        "Refuse state-changing requests (not `GET`, `HEAD`, `OPTIONS`) that carry cookies unless they come from this site and present a CSRF token: first `Sec-Fetch-Site`, then `Origin` (or `Referer`), then the token. Requests with an `Authorization` header and no cookies are exempt.",
+    ),
+    key(
+        "csrf.token_ttl",
+        Ty::Duration {
+            min: secs(60),
+            max: secs(DAY),
+        },
+        "\"2h\"",
+        "Lifetime of a CSRF token. A session keeps one token, shared by its tabs, renewed after half its lifetime; the previous ones stay valid until they expire.",
+    ),
+    key(
+        "csrf.header",
+        Ty::Str,
+        "\"x-csrf-token\"",
+        "Request header that carries the token.",
+    ),
+    key(
+        "csrf.form_field",
+        Ty::Str,
+        "\"_csrf\"",
+        "Form field that carries the token in `application/x-www-form-urlencoded` and `multipart/form-data` bodies (never the query string or a JSON body). The body still reaches the upstream unchanged.",
+    ),
+    key(
+        "csrf.trusted_origins",
+        Ty::StrList,
+        "[]",
+        "Other origins (`https://admin.example`) whose pages may send state-changing requests, besides the gateway's own.",
+    ),
+    key(
+        "csrf.on_redis_down",
+        Ty::Enum(&["stateless", "deny"]),
+        "\"stateless\"",
+        "While Redis is unavailable: `stateless` = the token's signature, session binding and expiry are still checked (a logout during the outage is not seen); `deny` = 503 with `Retry-After`.",
+    ),
+    key(
+        "csrf.session_cookie",
+        Ty::Str,
+        "\"\"",
+        "Name of the upstream's own session cookie (e.g. `connect.sid`): tokens for requests without a gateway session are bound to its value. Empty: they are bound to a `__Host-csrf-session` cookie the gateway sets with the first token.",
+    ),
+    key(
+        "csrf.secret_file",
+        Ty::Path,
+        "\"\"",
+        "File holding the secret (at least 32 bytes) that signs CSRF tokens; every instance needs the same. Empty: derived from the keys of `auth.signing_key_file`, and when that is empty too, a new secret each start (a warning says so).",
+    ),
+    key(
+        "headers.profile",
+        Ty::Enum(&["api", "web", "off"]),
+        "\"api\"",
+        "Security headers on every response, refusals included: `api` = a CSP that allows nothing, `nosniff`, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`, `Cross-Origin-Resource-Policy: same-origin`, `Cache-Control: no-store` when the upstream sent none; `web` = helmet 8's defaults exactly; `off` = none. Profile headers replace the upstream's; unless `off`, the upstream's `Server`, `X-Powered-By`, `X-AspNet-Version` and `X-AspNetMvc-Version` are removed. A route's `headers` overrides it.",
+    ),
+    key(
+        "headers.hsts",
+        Ty::Bool,
+        "true",
+        "Send `Strict-Transport-Security: max-age=31536000; includeSubDomains` (with `api` and `web`), only on requests that came over TLS or from a trusted proxy saying `X-Forwarded-Proto: https`.",
+    ),
+    key(
+        "cors.allowed_origins",
+        Ty::StrList,
+        "[]",
+        "Origins (`https://app.example`, exact; `*` for any, only without credentials) whose pages may read responses. An allowed origin is echoed, never `*`; `null` is never allowed. Empty: no CORS headers at all. When set, every response has `Vary: Origin` and preflights are answered by the gateway, before auth, rate limits and CSRF, never proxied.",
+    ),
+    key(
+        "cors.allowed_methods",
+        Ty::Methods,
+        "[\"GET\", \"HEAD\", \"POST\", \"PUT\", \"PATCH\", \"DELETE\"]",
+        "Methods a preflight may ask for.",
+    ),
+    key(
+        "cors.allowed_headers",
+        Ty::StrList,
+        "[\"authorization\", \"content-type\", \"x-csrf-token\", \"x-request-id\"]",
+        "Request headers a preflight may ask for.",
+    ),
+    key(
+        "cors.exposed_headers",
+        Ty::StrList,
+        "[\"x-request-id\", \"ratelimit\", \"ratelimit-policy\", \"retry-after\"]",
+        "Response headers scripts of an allowed origin may read.",
+    ),
+    key(
+        "cors.allow_credentials",
+        Ty::Bool,
+        "false",
+        "Let allowed origins send cookies and read the answers (`Access-Control-Allow-Credentials: true`). Refused together with `*` in `cors.allowed_origins`.",
+    ),
+    key(
+        "cors.max_age",
+        Ty::Duration {
+            min: secs(0),
+            max: secs(DAY),
+        },
+        "\"10m\"",
+        "How long browsers may cache a preflight answer.",
+    ),
+    key(
         "memory.max_keys",
         Ty::Int {
             min: 1000,
@@ -622,6 +724,12 @@ pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
         "This route's rate-limit fail mode while Redis is unavailable; `default` = `rate_limit.on_redis_down`. Use `deny` for routes that must never run unlimited (503 with `Retry-After`).",
     ),
     key(
+        "headers",
+        Ty::Enum(&["default", "api", "web", "off"]),
+        "\"default\"",
+        "This route's security-header profile; `default` = `headers.profile`.",
+    ),
+    key(
         "body_limit",
         Ty::Size {
             min: 1,
@@ -729,6 +837,20 @@ pub(crate) static MAPS: &[MapDef] = &[MapDef {
         ("admin", "{ limit = 6000, per = \"1m\" }"),
     ],
     fields: TIER_FIELDS,
+}];
+
+/// A table of free names to strings, such as `[headers.set]`.
+#[derive(Debug)]
+pub(crate) struct StringMapDef {
+    pub(crate) key: &'static str,
+    pub(crate) doc: &'static str,
+    pub(crate) example: &'static str,
+}
+
+pub(crate) static STRING_MAPS: &[StringMapDef] = &[StringMapDef {
+    key: "headers.set",
+    doc: "Response headers set on every response after the profile, replacing the upstream's (also with `headers.profile = \"off\"`); an empty string removes the header.",
+    example: "\"Permissions-Policy\" = \"geolocation=()\"\n\"X-Powered-By\" = \"\"",
 }];
 
 pub(crate) static TABLE_ARRAYS: &[TableArrayDef] = &[

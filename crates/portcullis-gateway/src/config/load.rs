@@ -14,7 +14,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::de::{DeTable, DeValue};
 
-use super::keys::{self, ENV_CONFIG_FILE, ENV_PREFIX, KEYS, KeyDef, MAPS, TABLE_ARRAYS, Ty};
+use super::keys::{
+    self, ENV_CONFIG_FILE, ENV_PREFIX, KEYS, KeyDef, MAPS, STRING_MAPS, TABLE_ARRAYS, Ty,
+};
 use super::value::{self, Parsed, Raw, mask_userinfo};
 
 /// Where a value came from.
@@ -153,6 +155,7 @@ pub(crate) struct Loader<'a> {
     file: HashMap<&'static str, (&'a DeValue<'a>, Origin)>,
     arrays: HashMap<&'static str, Vec<(&'a DeTable<'a>, Origin)>>,
     maps: HashMap<&'static str, Vec<(String, &'a DeTable<'a>, Origin)>>,
+    string_maps: HashMap<&'static str, Vec<(String, String, Origin)>>,
     text: HashMap<&'static str, (&'a str, Origin)>,
     source: Option<(&'a str, Arc<str>)>,
     pub(crate) errors: Vec<ConfigError>,
@@ -168,6 +171,7 @@ impl<'a> Loader<'a> {
             file: HashMap::new(),
             arrays: HashMap::new(),
             maps: HashMap::new(),
+            string_maps: HashMap::new(),
             text: HashMap::new(),
             source: None,
             errors: Vec::new(),
@@ -249,6 +253,38 @@ impl<'a> Loader<'a> {
                         message: format!("expected a table [{full}]"),
                     }),
                 }
+            } else if let Some(map) = STRING_MAPS.iter().find(|m| m.key == full) {
+                match v.get_ref() {
+                    DeValue::Table(entries) => {
+                        let mut out = Vec::new();
+                        let mut sorted: Vec<_> = entries.iter().collect();
+                        sorted.sort_by_key(|(k, _)| k.span().start);
+                        for (name, entry) in sorted {
+                            let origin = Origin::File {
+                                path: path.clone(),
+                                line: line_of(text, name.span().start),
+                            };
+                            match entry.get_ref() {
+                                DeValue::String(value) => out.push((
+                                    name.get_ref().to_string(),
+                                    value.to_string(),
+                                    origin,
+                                )),
+                                _ => self.errors.push(ConfigError {
+                                    key: format!("{full}.{}", name.get_ref()),
+                                    origin: Some(origin),
+                                    message: "expected a string".into(),
+                                }),
+                            }
+                        }
+                        self.string_maps.insert(map.key, out);
+                    }
+                    _ => self.errors.push(ConfigError {
+                        key: full.clone(),
+                        origin: Some(origin),
+                        message: format!("expected a table [{full}]"),
+                    }),
+                }
             } else if let Some(arr) = TABLE_ARRAYS.iter().find(|a| a.key == full) {
                 match v.get_ref() {
                     DeValue::Array(items) => {
@@ -300,6 +336,7 @@ impl<'a> Loader<'a> {
                     .map(|d| d.key)
                     .chain(sections)
                     .chain(MAPS.iter().map(|m| m.key))
+                    .chain(STRING_MAPS.iter().map(|m| m.key))
                     .chain(TABLE_ARRAYS.iter().map(|a| a.key));
                 let hint = match keys::suggest(&full, candidates) {
                     Some(s) => format!("; did you mean {s}?"),
@@ -572,6 +609,24 @@ impl<'a> Loader<'a> {
             "{key} is not a method list"
         );
         self.get(key, value::methods)
+    }
+
+    /// The entries of the string table `key` (such as `[headers.set]`), in file order.
+    pub(crate) fn string_map(&mut self, key: &'static str) -> Vec<(String, String, Origin)> {
+        assert!(
+            STRING_MAPS.iter().any(|m| m.key == key),
+            "{key} is not a declared string map"
+        );
+        self.string_maps.remove(key).unwrap_or_default()
+    }
+
+    /// Records a problem with an entry of a table, at its origin.
+    pub(crate) fn error_at(&mut self, key: String, origin: Origin, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key,
+            origin: Some(origin),
+            message: message.into(),
+        });
     }
 
     /// A loader per entry of the table of tables `key` (file entries over the defaults),

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use http::Method;
 use http::uri::{Authority, Scheme, Uri};
+use portcullis::cors::{Cors, CorsConfig as CorsPolicy};
+use portcullis::headers::Profile;
 use portcullis::path::PathPattern;
 use portcullis::validate::{BodyRules, CompiledSchema, FieldPath, JsonDepth};
 use portcullis_core::Secret;
@@ -59,12 +61,51 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate limiting.
     pub rate_limit: RateLimitConfig,
+    /// CSRF protection.
+    pub csrf: CsrfConfig,
+    /// Security headers.
+    pub headers: HeadersConfig,
+    /// CORS; `None` when no origin is allowed (no CORS headers at all).
+    pub cors: Option<Cors>,
     /// Request limits.
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
     /// Per-route rules, first match wins.
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[csrf]`.
+#[derive(Clone, Debug)]
+pub struct CsrfConfig {
+    /// Whether CSRF protection is on.
+    pub enabled: bool,
+    /// Lifetime of a token.
+    pub token_ttl: Duration,
+    /// The request header carrying the token.
+    pub header: http::HeaderName,
+    /// The form field carrying the token.
+    pub form_field: String,
+    /// Other origins allowed to send state-changing requests.
+    pub trusted_origins: Vec<String>,
+    /// `true`: 503 while Redis is unavailable; `false`: stateless checks.
+    pub deny_when_down: bool,
+    /// The upstream's session cookie tokens are bound to, for requests without a
+    /// gateway session.
+    pub session_cookie: Option<String>,
+    /// The secret's file.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `[headers]`.
+#[derive(Clone, Debug)]
+pub struct HeadersConfig {
+    /// The default profile.
+    pub profile: Profile,
+    /// Whether HSTS is sent (on secure requests).
+    pub hsts: bool,
+    /// `[headers.set]`: `None` removes.
+    pub set: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
 }
 
 /// Where the protected service is.
@@ -360,6 +401,8 @@ pub struct RouteConfig {
     pub count_failures: bool,
     /// Fail mode override.
     pub on_redis_down: Option<RedisDown>,
+    /// The route's security-header profile, replacing `headers.profile`.
+    pub headers: Option<Profile>,
     /// The route's body limit, replacing `limits.body`.
     pub body_limit: Option<u64>,
     /// Checks on JSON bodies (`schema`, `sanitize_html`); `None`: bodies stream through.
@@ -480,6 +523,9 @@ fn read(l: &mut Loader<'_>) -> Config {
     let store = read_store(l);
     let auth = read_auth(l);
     let rate_limit = read_rate_limit(l);
+    let csrf = read_csrf(l);
+    let headers = read_headers(l);
+    let cors = read_cors(l);
 
     let limits = Limits {
         body: l.size("limits.body"),
@@ -533,6 +579,9 @@ fn read(l: &mut Loader<'_>) -> Config {
         store,
         auth,
         rate_limit,
+        csrf,
+        headers,
+        cors,
         limits,
         log,
         routes,
@@ -670,6 +719,136 @@ fn redis_down(word: &str) -> RedisDown {
         "allow" => RedisDown::Allow,
         "deny" => RedisDown::Deny,
         _ => RedisDown::Local,
+    }
+}
+
+fn read_csrf(l: &mut Loader<'_>) -> CsrfConfig {
+    let enabled = l.boolean("csrf.enabled");
+    let token_ttl = l.duration("csrf.token_ttl");
+    let header_raw = l.string("csrf.header");
+    let header = match http::HeaderName::from_bytes(header_raw.trim().as_bytes()) {
+        Ok(h) => h,
+        Err(_) => {
+            l.error(
+                "csrf.header",
+                format!("expected a header name (letters, digits, '-'); got {header_raw:?}"),
+            );
+            http::HeaderName::from_static("x-csrf-token")
+        }
+    };
+    let form_field = l.string("csrf.form_field");
+    if form_field.is_empty()
+        || form_field.len() > 64
+        || form_field.bytes().any(|b| !b.is_ascii_graphic())
+    {
+        l.error(
+            "csrf.form_field",
+            format!("expected 1 to 64 visible ASCII characters; got {form_field:?}"),
+        );
+    }
+    let trusted_origins = l.list("csrf.trusted_origins");
+    for o in &trusted_origins {
+        if let Err(e) = value::origin(o) {
+            l.error("csrf.trusted_origins", format!("{o:?}: {e}"));
+        }
+    }
+    let deny_when_down = l.choice("csrf.on_redis_down") == "deny";
+    let cookie = l.string("csrf.session_cookie");
+    let session_cookie = (!cookie.trim().is_empty()).then(|| cookie.trim().to_owned());
+    let secret_file = l.path("csrf.secret_file");
+    CsrfConfig {
+        enabled,
+        token_ttl,
+        header,
+        form_field,
+        trusted_origins: trusted_origins
+            .iter()
+            .filter_map(|o| value::origin(o).ok())
+            .collect(),
+        deny_when_down,
+        session_cookie,
+        secret_file,
+    }
+}
+
+fn profile(word: &str) -> Profile {
+    word.parse().unwrap_or_default()
+}
+
+fn read_headers(l: &mut Loader<'_>) -> HeadersConfig {
+    let profile = profile(l.choice("headers.profile"));
+    let hsts = l.boolean("headers.hsts");
+    let mut set = Vec::new();
+    for (name, value, origin) in l.string_map("headers.set") {
+        let key = format!("headers.set.{name}");
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            l.error_at(key, origin, "expected a header name (letters, digits, '-')");
+            continue;
+        };
+        if value.is_empty() {
+            set.push((header, None));
+            continue;
+        }
+        match http::HeaderValue::from_str(&value) {
+            Ok(v) => set.push((header, Some(v))),
+            Err(_) => l.error_at(
+                key,
+                origin,
+                "expected a header value: visible characters and spaces",
+            ),
+        }
+    }
+    HeadersConfig { profile, hsts, set }
+}
+
+fn read_cors(l: &mut Loader<'_>) -> Option<Cors> {
+    let allowed_origins = l.list("cors.allowed_origins");
+    let methods = l.methods("cors.allowed_methods");
+    let header_names = |l: &mut Loader<'_>, key: &'static str| {
+        let mut out = Vec::new();
+        for h in l.list(key) {
+            match http::HeaderName::from_bytes(h.trim().as_bytes()) {
+                Ok(n) => out.push(n),
+                Err(_) => l.error(key, format!("{h:?} is not a header name")),
+            }
+        }
+        out
+    };
+    let allowed_headers = header_names(l, "cors.allowed_headers");
+    let exposed_headers = header_names(l, "cors.exposed_headers");
+    let allow_credentials = l.boolean("cors.allow_credentials");
+    let max_age = l.duration("cors.max_age");
+    let allowed_methods = if methods.iter().any(|m| m == "*") {
+        ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .collect()
+    } else {
+        methods
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .collect()
+    };
+    if allowed_origins.is_empty() {
+        return None;
+    }
+    match Cors::new(CorsPolicy {
+        allowed_origins,
+        allowed_methods,
+        allowed_headers,
+        exposed_headers,
+        allow_credentials,
+        max_age,
+    }) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let key = match &e {
+                portcullis::cors::CorsConfigError::WildcardHeader { key } => key,
+                _ => "cors.allowed_origins",
+            };
+            l.error(key, e.to_string());
+            None
+        }
     }
 }
 
@@ -903,6 +1082,10 @@ fn read_routes(l: &mut Loader<'_>, json_depth: JsonDepth) -> Vec<RouteConfig> {
         };
         let count_failures = r.choice("count") == "failures";
         let body_limit = r.opt_size("body_limit");
+        let headers = match r.choice("headers") {
+            "default" => None,
+            w => Some(profile(w)),
+        };
         let body = body_rules(&mut r, &origin, json_depth);
         let on_redis_down = match r.choice("on_redis_down") {
             "default" => None,
@@ -919,6 +1102,7 @@ fn read_routes(l: &mut Loader<'_>, json_depth: JsonDepth) -> Vec<RouteConfig> {
                 rate_limit,
                 count_failures,
                 on_redis_down,
+                headers,
                 body_limit,
                 body,
             });

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::keys::{self, ENV_CONFIG_FILE, KEYS, KeyDef, MAPS, TABLE_ARRAYS, Ty};
+use super::keys::{self, ENV_CONFIG_FILE, KEYS, KeyDef, MAPS, STRING_MAPS, TABLE_ARRAYS, Ty};
 use super::value::{fmt_duration, fmt_size};
 
 fn ty_name(ty: Ty) -> String {
@@ -112,6 +112,13 @@ pub fn markdown() -> String {
                 cell(f.doc)
             );
         }
+    }
+    for m in STRING_MAPS {
+        let _ = write!(
+            out,
+            "\n## `[{}]`\n\n{}\n\nExample:\n\n```toml\n[{}]\n{}\n```\n",
+            m.key, m.doc, m.key, m.example
+        );
     }
     for a in TABLE_ARRAYS {
         let _ = write!(

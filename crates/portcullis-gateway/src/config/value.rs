@@ -289,6 +289,30 @@ pub(crate) fn methods(raw: Raw<'_>) -> Parsed<Vec<String>> {
 
 /// Checks a `redis://` or `rediss://` URL: `[user][:password]@host[:port][/db][?params]`.
 /// Messages never quote the URL: it may hold a password.
+/// A web origin, `scheme://host[:port]`, normalised: lower case, default ports dropped.
+pub(crate) fn origin(s: &str) -> Result<String, String> {
+    let want = "expected an origin such as \"https://app.example\" or \"http://localhost:8080\" (scheme, host and port only)";
+    let uri: http::Uri = s.trim().parse().map_err(|_| want.to_owned())?;
+    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+    let (Some(scheme), Some(authority)) = (scheme, uri.authority()) else {
+        return Err(want.into());
+    };
+    if !matches!(scheme.as_str(), "http" | "https")
+        || authority.as_str().contains('@')
+        || authority.host().is_empty()
+        || uri.path_and_query().is_some_and(|pq| pq.as_str() != "/")
+        || s.trim().ends_with('/')
+    {
+        return Err(want.into());
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let default = if scheme == "https" { 443 } else { 80 };
+    Ok(match authority.port_u16() {
+        Some(p) if p != default => format!("{scheme}://{host}:{p}"),
+        _ => format!("{scheme}://{host}"),
+    })
+}
+
 pub(crate) fn redis_url(s: &str) -> Result<(), String> {
     let want =
         "expected a URL such as \"redis://127.0.0.1:6379/0\" or \"rediss://:password@host:6380\"";

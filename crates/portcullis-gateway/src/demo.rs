@@ -155,6 +155,14 @@ pub fn walkthrough(
          \x20 curl -s http://{listen}/auth/refresh -H 'content-type: application/json' -d \"{{\\\"refresh_token\\\":\\\"$REFRESH\\\"}}\"\n\
          \x20 curl -si -X POST http://{listen}/auth/logout -H \"authorization: Bearer $TOKEN\"  # 204; the token is refused from now on\n\
          \x20 curl -si http://{listen}/whoami -H \"authorization: Bearer $TOKEN\"      # 401 invalid-token\n\n\
+         As a browser app does, with cookies and a CSRF token:\n\n\
+         \x20 AC=$(curl -si http://{listen}/auth/login -H 'content-type: application/json' \\\n\
+         \x20      -d '{{\"username\":\"alice\",\"password\":\"{alice}\"}}' | sed -nE 's/^set-cookie: __Host-access=([^;]+).*/\\1/ip')\n\
+         \x20 CSRF=$(curl -s http://{listen}/auth/csrf -H \"cookie: __Host-access=$AC\" | sed -E 's/.*\"token\":\"([^\"]+)\".*/\\1/')\n\
+         \x20 curl -si -X POST http://{listen}/orders -H \"cookie: __Host-access=$AC\" -d '{{}}'   # 403 csrf: no token\n\
+         \x20 curl -si -X POST http://{listen}/orders -H \"cookie: __Host-access=$AC\" -H \"x-csrf-token: $CSRF\" -d '{{}}'   # 200\n\
+         \x20 curl -si -X POST http://{listen}/orders -H \"cookie: __Host-access=$AC\" -H \"x-csrf-token: $CSRF\" \\\n\
+         \x20      -H 'sec-fetch-site: cross-site' -d '{{}}'   # 403: another site's page sent it\n\n\
          Admin (password {admin_pw}): log in as admin (ADMIN_TOKEN), then\n\
          \x20 curl -s http://{admin}/admin/security-events -H \"authorization: Bearer $ADMIN_TOKEN\"\n\
          \x20 curl -s http://{admin}/admin/rate-limits/policies -H \"authorization: Bearer $ADMIN_TOKEN\"\n\

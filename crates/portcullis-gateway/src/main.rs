@@ -292,6 +292,9 @@ fn run(sources: Sources, demo_mode: bool) -> ExitCode {
             match demo::start_echo().await {
                 Ok(addr) => {
                     config.upstream = Upstream::parse(&format!("http://{addr}")).ok();
+                    // Tokens as cookies too, so the walkthrough can show a browser
+                    // session with its CSRF token.
+                    config.auth.cookies = true;
                     if config.auth.users_file.is_none() {
                         match demo::create_users(&std::env::temp_dir()) {
                             Ok((path, users)) => {

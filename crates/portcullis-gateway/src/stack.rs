@@ -20,15 +20,23 @@
 //!    whose token was refused counts against its address's anonymous quota before the
 //!    401, so bad tokens cannot be flooded for free;
 //! 8. **the gateway's own routes** (`/auth/*`, the JWKS): they carry their own
-//!    credentials, so they come before the identity decision;
+//!    credentials, so they come before the identity decision; `GET /auth/csrf` issues
+//!    CSRF tokens, and the auth routes pass the CSRF check first ([`crate::csrf`]);
 //! 9. **identity, acted on**: a refused token is a 401 whatever the route, two
 //!    `Authorization` headers a 400;
 //! 10. **route roles**: 401 without an identity, 403 without the role;
-//! 11. **lockout before an upstream login route** (`login = {…}`): the body is read
+//! 11. **CSRF** for state-changing requests riding on cookies: Fetch Metadata, `Origin`,
+//!     then the token (a form body is read to find it);
+//! 12. **body validation** on routes with `schema` or `sanitize_html` (415, 400, 422);
+//! 13. **lockout before an upstream login route** (`login = {…}`): the body is read
 //!     (16 KiB at most) for the username; a locked attempt never reaches the upstream,
 //!     and the upstream's 401/403 count as failures;
-//! 12. **the upstream**, bounded by `limits.request_timeout`, bodies streamed, with the
-//!     verified identity in `X-Auth-Subject` / `X-Auth-Roles`.
+//! 14. **the upstream**, bounded by `limits.request_timeout`, bodies streamed (unless a
+//!     step read them), with the verified identity in `X-Auth-Subject` / `X-Auth-Roles`.
+//!
+//! CORS preflights are answered right after routing (step 4), before anything else can
+//! refuse them. Every response, refusals included, leaves with the route's security
+//! headers and, when CORS is on, `Vary: Origin` and the CORS headers of an allowed origin.
 //!
 //! Every answer after step 7 carries the rate-limit headers.
 //!

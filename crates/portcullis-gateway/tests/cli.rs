@@ -174,4 +174,8 @@ async fn demo_serves_the_echo_upstream_and_prints_a_walkthrough() {
         out.contains("curl -i http://"),
         "no walkthrough printed:\n{out}"
     );
+    assert!(
+        out.contains("/auth/csrf") && out.contains("x-csrf-token: $CSRF"),
+        "the walkthrough shows a cookie-mode POST with its CSRF token:\n{out}"
+    );
 }

@@ -90,6 +90,32 @@ fn tls_listener_speaks_h2_and_http11_and_https_upstreams_work() {
     let (_, tail) = curl(&["--http1.1", "--cacert", ca, "--resolve", &resolve, &url]);
     assert_eq!(tail, "200 1.1");
 
+    // Over TLS the profile sends HSTS, on both protocols and on refusals too; over plain
+    // HTTP (the second gateway below) it never does.
+    for proto in ["--http2", "--http1.1"] {
+        for method in ["GET", "TRACE"] {
+            let (head, tail) = curl(&[
+                proto,
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-X",
+                method,
+                "--cacert",
+                ca,
+                "--resolve",
+                &resolve,
+                &url,
+            ]);
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("strict-transport-security: max-age=31536000; includesubdomains"),
+                "{proto} {method} ({tail}): {head}"
+            );
+        }
+    }
+
     // Without the CA, the client refuses the certificate: the listener really is TLS.
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5", "--resolve", &resolve, &url])
@@ -112,6 +138,13 @@ fn tls_listener_speaks_h2_and_http11_and_https_upstreams_work() {
         .start();
     let (body, tail) = curl(&[&back.url("/through/both")]);
     assert_eq!(tail, "200 1.1", "{body}");
+    let (head, _) = curl(&["-D", "-", "-o", "/dev/null", &back.url("/through/both")]);
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "no HSTS over plain HTTP (the TLS upstream's is removed): {head}"
+    );
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echoed["path"], "/through/both");
 

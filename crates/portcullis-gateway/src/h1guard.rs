@@ -77,6 +77,9 @@ impl Verdicts {
     }
 }
 
+/// The most one read takes from the connection.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Handed on in place of a refused head: no body, nothing after it.
 const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused.invalid\r\n\r\n";
 
@@ -124,8 +127,11 @@ pub struct Guard<IO> {
     /// Checked bytes waiting to be handed on.
     out: Vec<u8>,
     out_pos: usize,
+    /// What reads land in: allocated once per connection, on the first read (zeroing a
+    /// stack buffer on every read costs more than the check itself).
+    chunk: Box<[u8]>,
     /// Bytes read but not yet examined.
-    raw: Vec<u8>,
+    rest: Vec<u8>,
     index: u64,
     verdicts: std::sync::Arc<Verdicts>,
     eof: bool,
@@ -141,7 +147,8 @@ impl<IO> Guard<IO> {
             max_head,
             out: Vec::new(),
             out_pos: 0,
-            raw: Vec::new(),
+            chunk: Box::default(),
+            rest: Vec::new(),
             index: 0,
             verdicts,
             eof: false,
@@ -153,9 +160,8 @@ impl<IO> Guard<IO> {
         &self.io
     }
 
-    /// Examines `self.raw`, moving checked bytes to `self.out`.
-    fn advance(&mut self) {
-        let raw = std::mem::take(&mut self.raw);
+    /// Examines `raw`, moving checked bytes to `self.out`.
+    fn advance(&mut self, raw: &[u8]) {
         let mut i = 0;
         while i < raw.len() {
             match &mut self.state {
@@ -260,7 +266,7 @@ impl<IO> Guard<IO> {
             }
         }
         if i < raw.len() && matches!(self.state, State::Head | State::Body(_) | State::Chunked(_)) {
-            self.raw = raw[i..].to_vec();
+            self.rest = raw[i..].to_vec();
         }
     }
 
@@ -555,21 +561,31 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guard<IO> {
                 // The client closed: a partial head is dropped, like hyper would.
                 return Poll::Ready(Ok(()));
             }
-            let mut tmp = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut tmp);
-            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {
-                    let filled = rb.filled();
-                    if filled.is_empty() {
-                        this.eof = true;
-                        continue;
-                    }
-                    this.raw.extend_from_slice(filled);
-                    this.advance();
+            if !this.rest.is_empty() {
+                let rest = std::mem::take(&mut this.rest);
+                this.advance(&rest);
+                continue;
+            }
+            let mut chunk = std::mem::take(&mut this.chunk);
+            if chunk.is_empty() {
+                chunk = vec![0u8; READ_CHUNK].into_boxed_slice();
+            }
+            let mut rb = ReadBuf::new(&mut chunk);
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            match polled {
+                Poll::Ready(Ok(())) if n == 0 => this.eof = true,
+                Poll::Ready(Ok(())) => this.advance(&chunk[..n]),
+                Poll::Ready(Err(e)) => {
+                    this.chunk = chunk;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => {
+                    this.chunk = chunk;
+                    return Poll::Pending;
                 }
             }
+            this.chunk = chunk;
         }
     }
 }

@@ -8,6 +8,12 @@ use portcullis_gateway::config::{Config, ConfigErrors, Flag, Sources, Upstream};
 use portcullis_gateway::telemetry::{log, metrics::Metrics};
 use portcullis_gateway::{demo, prepare, serve, shutdown_signal};
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees many small objects
+/// across threads, where glibc's arenas spent a tenth of the proxy's CPU time (profiled
+/// with `perf` under `wrk`; figures in benches/proxy/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for invalid configuration or arguments.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for failures after the configuration was accepted (e.g. a port in use).

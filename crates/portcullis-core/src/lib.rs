@@ -15,6 +15,7 @@
 //! Everything here is plain logic over plain types, tested without sockets (Redis
 //! excepted), on a [`ManualClock`] where time matters.
 
+pub mod audit;
 pub mod auth;
 pub mod breaker;
 pub mod clock;

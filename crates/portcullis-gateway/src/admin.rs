@@ -128,7 +128,8 @@ async fn require_admin(State(s): State<AdminState>, req: Request, next: Next) ->
 #[derive(Clone, Debug)]
 struct Admin(Arc<portcullis_core::token::Identity>);
 
-/// An audit record of an admin change, to the log stream (until the audit log lands).
+/// An audit record of an admin change: to the log stream (with the old and new values)
+/// and to the audit file.
 /// What was changed is `resource`: the log line's own `target` is `portcullis::audit`.
 fn audit(
     admin: &Admin,
@@ -147,6 +148,7 @@ fn audit(
         outcome = "ok",
         "admin change"
     );
+    crate::audit::append(action, &admin.0.subject, resource, "ok", "");
 }
 
 fn rate_limiting_off() -> Response {

@@ -389,6 +389,7 @@ impl AuthRoutes {
                 scope.as_str(),
                 Some(id),
             );
+            crate::audit::record("login", source, account, "throttled", id);
             let mut res = problem(
                 Problem::new(ProblemKind::LoginThrottled)
                     .detail("too many failed logins; retry later"),
@@ -504,6 +505,7 @@ impl AuthRoutes {
                 &format!("{} locked for {}s", scope.as_str(), retry_after.as_secs()),
                 Some(id),
             );
+            crate::audit::record("lockout", source, account, scope.as_str(), id);
         }
     }
 
@@ -634,6 +636,7 @@ impl AuthRoutes {
                 .store
                 .lockout_failure(&account, &source, &self.policy)
                 .await;
+            crate::audit::record("login", &source, account.as_str(), "failed", id);
             self.lockout_event(after.value(), account.as_str(), &source, id);
             let mut res = problem(
                 Problem::new(ProblemKind::Unauthorized).detail("invalid username or password"),
@@ -646,6 +649,7 @@ impl AuthRoutes {
             .store
             .lockout_success(&account, &source, &self.policy)
             .await;
+        crate::audit::record("login", &source, account.as_str(), "ok", id);
         self.start_session(&subject, &roles, id).await
     }
 
@@ -780,6 +784,7 @@ impl AuthRoutes {
                     "a spent refresh token was presented again; the session is revoked",
                     Some(id),
                 );
+                crate::audit::record("refresh.reuse", &f.sub, "session", "revoked", id);
                 invalid_token(id, "the refresh token is not valid")
             }
             Routed::Shared(Rotation::Invalid) | Routed::Local(Rotation::Invalid) => {

@@ -7,6 +7,7 @@
 //! of the protections lives in [`stack`].
 
 pub mod admin;
+pub mod audit;
 pub mod auth_routes;
 pub mod body;
 pub mod config;
@@ -48,6 +49,8 @@ pub struct Prepared {
     tls: Option<TlsAcceptor>,
     proxy: Proxy,
     auth: Option<Arc<identity::Auth>>,
+    /// The audit log, opened.
+    audit: Option<portcullis_core::audit::AuditLog>,
     /// The keys that sign CSRF tokens, and whether they were made at start-up.
     csrf_keys: (Vec<portcullis_core::csrf::CsrfKey>, bool),
     /// Where logs go, opened (a rotated file, or standard output).
@@ -168,6 +171,20 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
             (Vec::new(), false)
         }
     };
+    let audit = match &config.audit_file {
+        None => None,
+        Some(path) => match portcullis_core::audit::AuditLog::open(path) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                errors.push(ConfigError {
+                    key: "audit.file".into(),
+                    origin: None,
+                    message: format!("cannot append to {}: {e}", path.display()),
+                });
+                None
+            }
+        },
+    };
     let log_output = match telemetry::log::open(&config.log) {
         Ok(o) => Some(o),
         Err(e) => {
@@ -181,6 +198,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ConfigErrors> {
             tls,
             proxy,
             auth,
+            audit,
             csrf_keys,
             log_output,
         }),
@@ -208,9 +226,13 @@ pub async fn serve(
         tls,
         proxy,
         auth,
+        audit,
         csrf_keys,
         ..
     } = prepared;
+    if let Some(a) = audit {
+        crate::audit::install(a);
+    }
     let main_listener = server::bind("listen", config.listen)?;
     let admin_listener = server::bind("admin_listen", config.admin_listen)?;
     let listen = main_listener.local_addr().map_err(|e| ConfigError {

@@ -47,10 +47,24 @@ enum Command {
     },
     /// Print a new Ed25519 signing key (PKCS#8 PEM) for auth.signing_key_file.
     GenerateKey,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Documentation generated from the effective configuration.
     Docs {
         #[command(subcommand)]
         command: DocsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check an audit log's hash chain: exit 0 when intact, 1 naming the first bad record.
+    Verify {
+        /// The audit log (`audit.file`).
+        file: PathBuf,
     },
 }
 
@@ -180,6 +194,24 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig(args) => check_config(args.sources()),
         Command::Users { command } => users(command),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => match std::fs::File::open(&file) {
+            Err(e) => {
+                eprintln!("portcullis: cannot read {}: {e}", file.display());
+                ExitCode::from(EXIT_RUNTIME)
+            }
+            Ok(f) => match portcullis_core::audit::verify(f) {
+                Ok(n) => {
+                    println!("{}: {n} records, chain intact", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(broken) => {
+                    eprintln!("portcullis: {}: chain broken at {broken}", file.display());
+                    ExitCode::from(1)
+                }
+            },
+        },
         Command::Docs {
             command: DocsCommand::RateLimits { config },
         } => match Config::load(&Sources::from_process(config, Vec::new())) {

@@ -21,6 +21,8 @@ pub struct Route {
     pub roles: Vec<String>,
     /// Lockout in front of the upstream's login route: the username field.
     pub login_username_field: Option<String>,
+    /// Whether every request to it is audited.
+    pub audit: bool,
     /// Its security-header profile, replacing `headers.profile`.
     pub headers: Option<Profile>,
     /// Its body limit, replacing `limits.body`.
@@ -56,6 +58,7 @@ impl Routes {
                 methods: c.methods.clone(),
                 roles: c.roles.clone(),
                 login_username_field: c.login_username_field.clone(),
+                audit: c.audit,
                 headers: c.headers,
                 body_limit: c.body_limit,
                 body: c.body.clone(),
@@ -71,6 +74,7 @@ impl Routes {
                 methods: None,
                 roles: Vec::new(),
                 login_username_field: None,
+                audit: false,
                 headers: None,
                 body_limit: None,
                 body: None,

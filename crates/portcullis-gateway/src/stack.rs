@@ -245,6 +245,15 @@ impl Gateway {
             .insert(X_REQUEST_ID, id.header_value().clone());
         let elapsed = started.elapsed();
         let status = res.status().as_u16();
+        if route.audit {
+            crate::audit::record(
+                "route.request",
+                &client.ip.to_string(),
+                &format!("{} {} {}", route.name, method, uri.path()),
+                itoa::Buffer::new().format(status),
+                id.as_str(),
+            );
+        }
         route.metrics.record(status, elapsed);
         let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         match res.extensions().get::<Rejection>() {

@@ -522,6 +522,12 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "How long browsers may cache a preflight answer.",
     ),
     key(
+        "audit.file",
+        Ty::Path,
+        "\"\"",
+        "Audit log: hash-chained JSON lines (`seq`, `ts`, `action`, `actor`, `target`, `outcome`, `request_id`, `prev_hash`, `hash`) of admin-API changes, login outcomes, refresh reuse, lockouts and unlocks, and requests to routes with `audit = true`, each flushed before its response; check it with `portcullis audit verify FILE`. Empty: audit records go only to the log stream (target `portcullis::audit`).",
+    ),
+    key(
         "memory.max_keys",
         Ty::Int {
             min: 1000,
@@ -722,6 +728,12 @@ pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
         Ty::Enum(&["default", "local", "allow", "deny"]),
         "\"default\"",
         "This route's rate-limit fail mode while Redis is unavailable; `default` = `rate_limit.on_redis_down`. Use `deny` for routes that must never run unlimited (503 with `Retry-After`).",
+    ),
+    key(
+        "audit",
+        Ty::Bool,
+        "false",
+        "Write an audit record (`route.request`, the caller, the method and path, the status) for every request to this route.",
     ),
     key(
         "headers",

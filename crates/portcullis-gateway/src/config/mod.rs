@@ -63,6 +63,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// CSRF protection.
     pub csrf: CsrfConfig,
+    /// The audit log file.
+    pub audit_file: Option<PathBuf>,
     /// Security headers.
     pub headers: HeadersConfig,
     /// CORS; `None` when no origin is allowed (no CORS headers at all).
@@ -401,6 +403,8 @@ pub struct RouteConfig {
     pub count_failures: bool,
     /// Fail mode override.
     pub on_redis_down: Option<RedisDown>,
+    /// Whether every request to the route is audited.
+    pub audit: bool,
     /// The route's security-header profile, replacing `headers.profile`.
     pub headers: Option<Profile>,
     /// The route's body limit, replacing `limits.body`.
@@ -524,6 +528,7 @@ fn read(l: &mut Loader<'_>) -> Config {
     let auth = read_auth(l);
     let rate_limit = read_rate_limit(l);
     let csrf = read_csrf(l);
+    let audit_file = l.path("audit.file");
     let headers = read_headers(l);
     let cors = read_cors(l);
 
@@ -580,6 +585,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         auth,
         rate_limit,
         csrf,
+        audit_file,
         headers,
         cors,
         limits,
@@ -1082,6 +1088,7 @@ fn read_routes(l: &mut Loader<'_>, json_depth: JsonDepth) -> Vec<RouteConfig> {
         };
         let count_failures = r.choice("count") == "failures";
         let body_limit = r.opt_size("body_limit");
+        let audit = r.boolean("audit");
         let headers = match r.choice("headers") {
             "default" => None,
             w => Some(profile(w)),
@@ -1102,6 +1109,7 @@ fn read_routes(l: &mut Loader<'_>, json_depth: JsonDepth) -> Vec<RouteConfig> {
                 rate_limit,
                 count_failures,
                 on_redis_down,
+                audit,
                 headers,
                 body_limit,
                 body,

@@ -96,6 +96,7 @@ pub struct SecurityEvent {
 pub struct Events {
     ring: Mutex<VecDeque<SecurityEvent>>,
     counters: Vec<Counter>,
+    alerts: std::sync::OnceLock<crate::alerts::Alerts>,
 }
 
 impl Default for Events {
@@ -113,7 +114,13 @@ impl Events {
                 .iter()
                 .map(|k| metrics::counter!(SECURITY_EVENTS, "kind" => k.as_str()))
                 .collect(),
+            alerts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends every event from now on to the alert webhook too.
+    pub fn send_alerts(&self, alerts: crate::alerts::Alerts) {
+        let _ = self.alerts.set(alerts);
     }
 
     /// Records an event.
@@ -136,6 +143,9 @@ impl Events {
             detail: detail.to_owned(),
             request_id: request_id.map(str::to_owned),
         };
+        if let Some(a) = self.alerts.get() {
+            a.offer(&ev);
+        }
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == RING_CAPACITY {
             ring.pop_front();

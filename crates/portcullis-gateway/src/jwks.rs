@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use portcullis_core::token::external::{Issuer, JWKS_MAX_AGE};
 use tokio::net::TcpStream;
@@ -18,6 +18,32 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// Fetches `url` (http or https) and returns the body of a 200.
 pub async fn fetch(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Bytes, String> {
+    let (status, body) = exchange(
+        http::Method::GET,
+        url,
+        "application/jwk-set+json, application/json",
+        Bytes::new(),
+        tls,
+        FETCH_TIMEOUT,
+    )
+    .await?;
+    if status != StatusCode::OK {
+        return Err(format!("status {status}"));
+    }
+    Ok(body)
+}
+
+/// One outbound HTTP/1.1 request to a configured URL (http or https), on a new
+/// connection, bounded by `timeout` and by [`MAX_JWKS_BYTES`] of answer. For the
+/// gateway's own calls out (key sets, alert webhooks), never for proxying.
+pub async fn exchange(
+    method: http::Method,
+    url: &str,
+    content_type: &str,
+    body: Bytes,
+    tls: &Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), String> {
     let uri: Uri = url.parse().map_err(|_| "not a URL".to_owned())?;
     let https = uri.scheme_str() == Some("https");
     let authority = uri.authority().ok_or("no host")?.clone();
@@ -32,34 +58,35 @@ pub async fn fetch(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Bytes, 
         let tcp = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| e.to_string())?;
-        let req = Request::get(path)
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::HOST, authority.as_str())
-            .header(header::ACCEPT, "application/jwk-set+json, application/json")
-            .header(header::USER_AGENT, "portcullis")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let res = if https {
+            .header(header::USER_AGENT, "portcullis");
+        req = if body.is_empty() {
+            req.header(header::ACCEPT, content_type)
+        } else {
+            req.header(header::CONTENT_TYPE, content_type)
+        };
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        if https {
             let name =
                 rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
             let stream = tokio_rustls::TlsConnector::from(tls.clone())
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            send(TokioIo::new(stream), req).await?
+            send(TokioIo::new(stream), req).await
         } else {
-            send(TokioIo::new(tcp), req).await?
-        };
-        if res.0 != StatusCode::OK {
-            return Err(format!("status {}", res.0));
+            send(TokioIo::new(tcp), req).await
         }
-        Ok(res.1)
     };
-    tokio::time::timeout(FETCH_TIMEOUT, attempt)
+    tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| "timed out".to_owned())?
 }
 
-async fn send<T>(io: TokioIo<T>, req: Request<Empty<Bytes>>) -> Result<(StatusCode, Bytes), String>
+async fn send<T>(io: TokioIo<T>, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

@@ -7,6 +7,7 @@
 //! of the protections lives in [`stack`].
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod auth_routes;
 pub mod body;
@@ -248,6 +249,12 @@ pub async fn serve(
 
     let health = Arc::new(Health::new());
     let events = Arc::new(events::Events::new());
+    if let Some(cfg) = &config.alerts {
+        match proxy::client_tls(&config) {
+            Ok(tls) => events.send_alerts(alerts::Alerts::spawn(cfg.clone(), Arc::new(tls))),
+            Err(e) => return Err(e),
+        }
+    }
     let store = state::build(&config.store, events.clone())?;
     health.register(Arc::new(state::StoreHealth::new(store.clone())));
     let maintenance = store.spawn_maintenance(state::MAINTENANCE_INTERVAL);

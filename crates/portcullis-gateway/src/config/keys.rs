@@ -528,6 +528,30 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "Audit log: hash-chained JSON lines (`seq`, `ts`, `action`, `actor`, `target`, `outcome`, `request_id`, `prev_hash`, `hash`) of admin-API changes, login outcomes, refresh reuse, lockouts and unlocks, and requests to routes with `audit = true`, each flushed before its response; check it with `portcullis audit verify FILE`. Empty: audit records go only to the log stream (target `portcullis::audit`).",
     ),
     key(
+        "alerts.webhook_url",
+        Ty::HttpUrl,
+        "\"\"",
+        "Security events are `POST`ed here as JSON `{\"kind\", \"severity\", \"summary\", \"key\", \"count\", \"first_seen\", \"last_seen\"}`, de-duplicated per kind and key, retried with back-off (1 s doubling to 60 s) for at least 10 minutes, from a bounded queue that never slows a request. Empty: no alerts.",
+    ),
+    key(
+        "alerts.dedup_window",
+        Ty::Duration {
+            min: secs(1),
+            max: secs(DAY),
+        },
+        "\"1m\"",
+        "Events of the same kind and key within this window after one was sent are folded into one later alert whose `count` says how many.",
+    ),
+    key(
+        "alerts.suspicious_per_minute",
+        Ty::Int {
+            min: 0,
+            max: 100_000,
+        },
+        "20",
+        "Raise a `suspicious_activity` alert when one source causes this many `invalid_token` or `csrf_rejected` events within a minute. 0: off.",
+    ),
+    key(
         "memory.max_keys",
         Ty::Int {
             min: 1000,

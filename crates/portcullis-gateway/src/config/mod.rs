@@ -65,6 +65,8 @@ pub struct Config {
     pub csrf: CsrfConfig,
     /// The audit log file.
     pub audit_file: Option<PathBuf>,
+    /// The alert webhook; `None` without `alerts.webhook_url`.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
     /// Security headers.
     pub headers: HeadersConfig,
     /// CORS; `None` when no origin is allowed (no CORS headers at all).
@@ -529,6 +531,7 @@ fn read(l: &mut Loader<'_>) -> Config {
     let rate_limit = read_rate_limit(l);
     let csrf = read_csrf(l);
     let audit_file = l.path("audit.file");
+    let alerts = read_alerts(l);
     let headers = read_headers(l);
     let cors = read_cors(l);
 
@@ -586,6 +589,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         rate_limit,
         csrf,
         audit_file,
+        alerts,
         headers,
         cors,
         limits,
@@ -775,6 +779,27 @@ fn read_csrf(l: &mut Loader<'_>) -> CsrfConfig {
         session_cookie,
         secret_file,
     }
+}
+
+fn read_alerts(l: &mut Loader<'_>) -> Option<crate::alerts::AlertsConfig> {
+    let url = l.string("alerts.webhook_url");
+    let dedup_window = l.duration("alerts.dedup_window");
+    let suspicious_per_minute = u32::try_from(l.int("alerts.suspicious_per_minute")).unwrap_or(20);
+    if url.trim().is_empty() {
+        return None;
+    }
+    if Upstream::parse(url.trim()).is_err() {
+        l.error(
+            "alerts.webhook_url",
+            "expected an http:// or https:// URL such as \"https://hooks.example/portcullis\"",
+        );
+        return None;
+    }
+    Some(crate::alerts::AlertsConfig {
+        webhook_url: url.trim().to_owned(),
+        dedup_window,
+        suspicious_per_minute,
+    })
 }
 
 fn profile(word: &str) -> Profile {

@@ -57,6 +57,7 @@ use portcullis::cors::{Cors, Preflight};
 use portcullis::headers::{Profile, SecurityHeaders};
 use portcullis::path::normalize;
 use portcullis::request_id::{self, RequestId, X_REQUEST_ID};
+use portcullis::trace_context::TraceContext;
 use portcullis::validate::{Validated, check_content_type, validate};
 use portcullis::{Problem, ProblemKind, Rejection, RejectionBody};
 use portcullis_core::net::TrustedProxies;
@@ -206,6 +207,10 @@ impl Gateway {
         let id = request_id::choose_from(req.headers(), client.peer_trusted);
         req.headers_mut()
             .insert(X_REQUEST_ID, id.header_value().clone());
+        // The client's trace, continued (or a new one): the upstream sees the gateway's
+        // hop as its parent, and every log line of the request names the trace.
+        let trace = TraceContext::from_headers(req.headers());
+        trace.apply(req.headers_mut());
         let method = req.method().clone();
         let uri = req.uri().clone();
         if tracing::enabled!(target: "portcullis::access", tracing::Level::DEBUG) {
@@ -260,6 +265,7 @@ impl Gateway {
             Some(r) => tracing::info!(
                 target: "portcullis::access",
                 request_id = id.as_str(),
+                trace_id = trace.trace_id(),
                 method = method.as_str(),
                 path = uri.path(),
                 status,
@@ -271,6 +277,7 @@ impl Gateway {
             None => tracing::info!(
                 target: "portcullis::access",
                 request_id = id.as_str(),
+                trace_id = trace.trace_id(),
                 method = method.as_str(),
                 path = uri.path(),
                 status,

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`request_id`] | an `X-Request-Id` on every request and response |
 //! | [`path`] | the normalised path that routes match, refusing spellings that could dodge them |
+//! | [`trace_context`] | W3C `traceparent` / `tracestate`, validated and continued |
 //! | [`problem`] | RFC 9457 `application/problem+json` refusals with stable types |
 //! | [`validate`] | JSON bodies: content type, strict parsing, JSON Schema, HTML sanitizing |
 //! | [`headers`] | security-header profiles (`api`, `web` = helmet 8.3.0's defaults, `off`) |
@@ -24,6 +25,7 @@ pub mod headers;
 pub mod path;
 pub mod problem;
 pub mod request_id;
+pub mod trace_context;
 pub mod validate;
 
 pub use body::RejectionBody;

@@ -103,7 +103,7 @@ impl fmt::Display for RequestId {
 
 /// 128 random bits from a per-thread xorshift generator, seeded from std's per-thread
 /// random keys (which come from the operating system).
-fn fast_random() -> u128 {
+pub(crate) fn fast_random() -> u128 {
     use std::cell::Cell;
     use std::hash::{BuildHasher, Hasher};
     thread_local! {

@@ -520,8 +520,9 @@ impl Gateway {
             if let Some(csrf) = &self.csrf {
                 let token = matches!(own, AuthRoute::Login);
                 held = match self
+                    // Own routes take JSON: their token comes from the header only.
                     .csrf_step(
-                        csrf, held, verified, token, client, id, body_limit, deadline,
+                        csrf, held, verified, token, false, client, id, body_limit, deadline,
                     )
                     .await
                 {
@@ -627,6 +628,7 @@ impl Gateway {
                     csrf,
                     held,
                     identity.as_deref(),
+                    true,
                     true,
                     client,
                     id,
@@ -762,7 +764,7 @@ impl Held {
 
 impl Gateway {
     /// The CSRF check of a request, when it applies: the source, then (when `token`) the
-    /// token from the header or a form body. A refusal is a 403 (503 while the store is
+    /// token from the header or (when `forms`) a form body. A refusal is a 403 (503 while the store is
     /// unavailable in `deny` mode) and a `csrf_rejected` event.
     #[allow(clippy::too_many_arguments)] // the request's context, passed along once
     async fn csrf_step(
@@ -771,6 +773,7 @@ impl Gateway {
         held: Held,
         identity: Option<&portcullis_core::token::Identity>,
         token: bool,
+        forms: bool,
         client: &ClientInfo,
         id: &RequestId,
         body_limit: u64,
@@ -810,7 +813,7 @@ impl Gateway {
             portcullis::csrf::token_from_header(held.headers(), csrf.header()).map(str::to_owned);
         let (held, presented) = match (in_header, held) {
             (Some(t), held) => (held, Some(t)),
-            (None, Held::Streaming(req)) if portcullis::csrf::is_form(req.headers()) => {
+            (None, Held::Streaming(req)) if forms && portcullis::csrf::is_form(req.headers()) => {
                 let (parts, body) = req.into_parts();
                 let bytes = match self.proxy.read_body(body, body_limit, deadline).await {
                     Ok(b) => b,

@@ -425,6 +425,18 @@ async fn login_renews_and_logout_revokes_the_sessions_tokens() {
     )
     .await;
     assert_eq!(r.status, 403, "login riding on cookies needs a token");
+    // A form body does not carry it for the gateway's own (JSON) routes.
+    let r = send(
+        "POST",
+        &s.gw.url("/auth/login"),
+        &[
+            ("cookie", &pre_cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        &format!("username=alice&_csrf={pre_token}"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     let r = send(
         "POST",
         &s.gw.url("/auth/login"),

@@ -222,11 +222,23 @@ fn script_cookie(name: &str, value: &str, max_age: Duration) -> HeaderValue {
 }
 
 /// The gateway's own origin for a request: `https` when it came over TLS (or a trusted
-/// proxy says so), and its `Host` (or, for HTTP/2, its authority).
-pub fn own_origin(headers: &HeaderMap, uri: &http::Uri, secure: bool) -> Option<String> {
-    let host = headers
-        .get(header::HOST)
+/// proxy says so), and the host the client asked for: a trusted proxy's
+/// `X-Forwarded-Host` (proxies often rewrite `Host`), else `Host` (or, for HTTP/2, the
+/// authority).
+pub fn own_origin(
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    secure: bool,
+    peer_trusted: bool,
+) -> Option<String> {
+    let forwarded = peer_trusted
+        .then(|| headers.get("x-forwarded-host"))
+        .flatten()
         .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit(',').next())
+        .map(str::trim);
+    let host = forwarded
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .or_else(|| uri.authority().map(|a| a.as_str()))?;
     let authority: http::uri::Authority = host.parse().ok()?;
     let scheme = if secure { "https" } else { "http" };

@@ -801,7 +801,8 @@ impl Gateway {
             res
         };
         let secure = is_secure(client, held.headers());
-        let own = crate::csrf::own_origin(held.headers(), held.uri(), secure).unwrap_or_default();
+        let own = crate::csrf::own_origin(held.headers(), held.uri(), secure, client.peer_trusted)
+            .unwrap_or_default();
         if let Err(r) = csrf.check_source(held.headers(), &own) {
             return Err(refused(r));
         }

@@ -515,3 +515,52 @@ async fn login_renews_and_logout_revokes_the_sessions_tokens() {
     assert_eq!(r.status, 403, "and it is bound to the logged-out session");
     assert_eq!(orders(&s.up).await.len(), 1);
 }
+
+/// Behind a trusted proxy that rewrites `Host`, the gateway's own origin is the one the
+/// browser used: the proxy's `X-Forwarded-Host` and `X-Forwarded-Proto`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_public_origin_is_the_own_one() {
+    let s = start(None, &[("PORTCULLIS_TRUSTED_PROXIES", "127.0.0.1/32")]);
+    let (cookie, token) = session(&s.gw).await;
+    let url = s.gw.url("/orders");
+    let proxied = |origin: &'static str| {
+        vec![
+            ("cookie", cookie.clone()),
+            ("x-csrf-token", token.clone()),
+            ("x-forwarded-host", "app.example".to_owned()),
+            ("x-forwarded-proto", "https".to_owned()),
+            ("origin", origin.to_owned()),
+        ]
+    };
+    for (origin, want) in [
+        ("https://app.example", 200),
+        ("http://app.example", 403),
+        ("https://evil.example", 403),
+    ] {
+        let h = proxied(origin);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = send("POST", &url, &h, "{}").await;
+        assert_eq!(
+            r.status,
+            want,
+            "{origin}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // From an untrusted peer, X-Forwarded-Host is not believed.
+    let t = start(None, &[]);
+    let (cookie, token) = session(&t.gw).await;
+    let r = send(
+        "POST",
+        &t.gw.url("/orders"),
+        &[
+            ("cookie", &cookie),
+            ("x-csrf-token", &token),
+            ("x-forwarded-host", "app.example"),
+            ("origin", "http://app.example"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+}

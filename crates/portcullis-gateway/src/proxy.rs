@@ -34,7 +34,7 @@ use crate::upstream::{Pool, UpstreamError};
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// What the stack knows about a request it forwards.

@@ -65,14 +65,12 @@ use tokio::time::Instant;
 
 use crate::auth_routes::{AuthRoute, AuthRoutes};
 use crate::body::Body;
-
-static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 use crate::config::{Config, Limits};
 use crate::csrf::Csrf;
 use crate::events::{EventKind, Events};
 use crate::h1guard::Verdicts;
 use crate::identity::{Auth, Verdict};
-use crate::proxy::{Forward, Proxy};
+use crate::proxy::{Forward, Proxy, X_FORWARDED_PROTO};
 use crate::ratelimit::{Limiter, Outcome};
 use crate::routes::{Route, Routes};
 
@@ -224,11 +222,12 @@ impl Gateway {
 
         // Kept for the response: whether the request was secure, and its origin.
         let secure = is_secure(&client, req.headers());
-        let origin = match &self.cors {
-            Some(_) if !Cors::is_preflight(&req) => req.headers().get(header::ORIGIN).cloned(),
-            _ => None,
-        };
         let preflight = self.cors.is_some() && Cors::is_preflight(&req);
+        let origin = if self.cors.is_some() && !preflight {
+            req.headers().get(header::ORIGIN).cloned()
+        } else {
+            None
+        };
 
         let (mut res, route) = self.protect(req, &client, conn, &id, started).await;
 

@@ -6,9 +6,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use portcullis_core::auth::password;
-use portcullis_core::auth::username::canonicalize;
-use portcullis_core::auth::users::{Role, UsersFile};
 use portcullis_core::token::KeySet;
 use portcullis_testkit::TempDir;
 use portcullis_testkit::gateway::{GatewayCmd, GatewayProcess};
@@ -66,16 +63,11 @@ fn verify(path: &std::path::Path) -> portcullis_testkit::gateway::Finished {
 async fn sensitive_operations_are_chained_and_tampering_is_named() {
     let dir = TempDir::new("audit");
     let key = dir.write("signing.pem", KeySet::generate_pem().unwrap());
-    let mut users = UsersFile::new();
-    users
-        .upsert(
-            canonicalize("alice").unwrap(),
-            password::hash("correct horse battery").unwrap(),
-            vec![Role::new("user").unwrap()],
-        )
-        .unwrap();
     let users_file = dir.path().join("users.toml");
-    users.save(&users_file).unwrap();
+    portcullis_testkit::write_users(
+        &users_file,
+        &[("alice", "correct horse battery", &["user"])],
+    );
     let log = dir.path().join("audit.log");
     dir.write(
         "gw.toml",

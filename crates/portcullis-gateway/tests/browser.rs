@@ -7,9 +7,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use portcullis_core::auth::password;
-use portcullis_core::auth::username::canonicalize;
-use portcullis_core::auth::users::{Role, UsersFile};
 use portcullis_core::token::KeySet;
 use portcullis_testkit::TempDir;
 use portcullis_testkit::browser::Browser;
@@ -28,16 +25,8 @@ struct Site {
 }
 
 fn users(dir: &TempDir) -> PathBuf {
-    let mut users = UsersFile::new();
-    users
-        .upsert(
-            canonicalize("alice").unwrap(),
-            password::hash(PASSWORD).unwrap(),
-            vec![Role::new("user").unwrap()],
-        )
-        .unwrap();
     let path = dir.path().join("users.toml");
-    users.save(&path).unwrap();
+    portcullis_testkit::write_users(&path, &[("alice", PASSWORD, &["user"])]);
     path
 }
 

@@ -385,23 +385,15 @@ async fn tokens_issued_before_a_redis_outage_still_validate_stateless() {
 /// after it, the session's token works, and after logout it does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_renews_and_logout_revokes_the_sessions_tokens() {
-    use portcullis_core::auth::password;
-    use portcullis_core::auth::username::canonicalize;
-    use portcullis_core::auth::users::{Role, UsersFile};
     use portcullis_core::token::KeySet;
 
     let dir = TempDir::new("csrf-login");
     let key = dir.write("signing.pem", KeySet::generate_pem().unwrap());
-    let mut users = UsersFile::new();
-    users
-        .upsert(
-            canonicalize("alice").unwrap(),
-            password::hash("correct horse battery").unwrap(),
-            vec![Role::new("user").unwrap()],
-        )
-        .unwrap();
     let users_file = dir.path().join("users.toml");
-    users.save(&users_file).unwrap();
+    portcullis_testkit::write_users(
+        &users_file,
+        &[("alice", "correct horse battery", &["user"])],
+    );
     let s = start(
         None,
         &[

@@ -89,3 +89,25 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// Writes a users file (argon2id hashes) at `path` with `(name, password, roles)`
+/// entries, for gateways with `auth.users_file`.
+pub fn write_users(path: &std::path::Path, users: &[(&str, &str, &[&str])]) {
+    use portcullis_core::auth::password;
+    use portcullis_core::auth::username::canonicalize;
+    use portcullis_core::auth::users::{Role, UsersFile};
+    let mut file = UsersFile::new();
+    for (name, pw, roles) in users {
+        let roles = roles
+            .iter()
+            .map(|r| Role::new(r).expect("a role"))
+            .collect();
+        file.upsert(
+            canonicalize(name).expect("a username"),
+            password::hash(pw).expect("hashing"),
+            roles,
+        )
+        .expect("a user");
+    }
+    file.save(path).expect("write the users file");
+}

@@ -472,13 +472,27 @@ impl<'a> Loader<'a> {
 
     /// An integer key without a default: `None` unless a source sets it.
     pub(crate) fn opt_int(&mut self, key: &'static str) -> Option<i64> {
-        let def = self.def(key);
-        let Ty::Int { min, max } = def.ty else {
+        let Ty::Int { min, max } = self.def(key).ty else {
             panic!("{key} is not an int")
         };
+        self.opt(key, |r| value::integer(r, min, max))
+    }
+
+    /// A size key without a default: `None` unless a source sets it.
+    pub(crate) fn opt_size(&mut self, key: &'static str) -> Option<u64> {
+        let Ty::Size { min, max } = self.def(key).ty else {
+            panic!("{key} is not a size")
+        };
+        self.opt(key, |r| value::size(r, min, max))
+    }
+
+    /// A key without a default (`UNSET`): `None` unless a source sets it; a bad value is
+    /// an error and `None`.
+    fn opt<T>(&mut self, key: &'static str, parse: impl Fn(Raw<'_>) -> Parsed<T>) -> Option<T> {
+        let def = self.def(key);
         assert!(
             def.default == keys::UNSET || def.required,
-            "{key} has a default; use int()"
+            "{key} has a default; read it with its typed getter"
         );
         #[cfg(test)]
         self.read.insert(def.key);
@@ -489,45 +503,13 @@ impl<'a> Loader<'a> {
         } else {
             return None;
         };
-        match value::integer(raw, min, max) {
+        match parse(raw) {
             Ok(v) => Some(v),
             Err(expected) => {
                 self.errors.push(ConfigError {
                     key: format!("{}{key}", self.prefix),
                     origin: Some(origin),
                     message: format!("{expected}; got {}", mask_userinfo(&raw.display())),
-                });
-                None
-            }
-        }
-    }
-
-    /// A size key without a default: `None` unless a source sets it.
-    pub(crate) fn opt_size(&mut self, key: &'static str) -> Option<u64> {
-        let def = self.def(key);
-        let Ty::Size { min, max } = def.ty else {
-            panic!("{key} is not a size")
-        };
-        assert!(
-            def.default == keys::UNSET,
-            "{key} has a default; use size()"
-        );
-        #[cfg(test)]
-        self.read.insert(def.key);
-        let (raw, origin) = if let Some((s, o)) = self.text.get(key) {
-            (Raw::Text(s), o.clone())
-        } else if let Some((v, o)) = self.file.get(key) {
-            (Raw::Toml(v), o.clone())
-        } else {
-            return None;
-        };
-        match value::size(raw, min, max) {
-            Ok(v) => Some(v),
-            Err(expected) => {
-                self.errors.push(ConfigError {
-                    key: format!("{}{key}", self.prefix),
-                    origin: Some(origin),
-                    message: format!("{expected}; got {}", raw.display()),
                 });
                 None
             }

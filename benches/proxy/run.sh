@@ -48,17 +48,20 @@ declare -A DESC=(
     [portcullis-nolimit]="\`portcullis serve\`, \`PORTCULLIS_RATE_LIMIT_ENABLED=false\`, log level warn"
     [portcullis-limit-memory]="\`portcullis serve\`, rate limiting on (limits.toml: 1e8/s, never refuses), in-memory store, log level warn"
     [portcullis-limit-redis]="= portcullis-limit-memory with \`PORTCULLIS_REDIS_URL\` (redis-server on CPU $LOAD_CPU)"
+    [nginx-cache]="= nginx-proxy + \`proxy_cache\` (every answer after the first a hit)"
+    [portcullis-cache]="= portcullis-nolimit + cache.toml: every path cached 1 h, in-memory tier (every answer after the first a hit)"
 )
-ALL_SCENARIOS=nginx-proxy,nginx-limit,portcullis-log,portcullis-nolog,portcullis-nolimit,portcullis-limit-memory,portcullis-limit-redis
+ALL_SCENARIOS=nginx-proxy,nginx-limit,portcullis-log,portcullis-nolog,portcullis-nolimit,portcullis-limit-memory,portcullis-limit-redis,nginx-cache,portcullis-cache
 case "$SCENARIOS" in
 all) SCENARIOS=$ALL_SCENARIOS ;;
 rate-limit) SCENARIOS=nginx-proxy,nginx-limit,portcullis-nolimit,portcullis-limit-memory,portcullis-limit-redis ;;
+cache) SCENARIOS=nginx-proxy,nginx-cache,portcullis-nolimit,portcullis-cache ;;
 esac
 IFS=, read -r -a wanted <<< "$SCENARIOS"
 uses_redis=0
 for s in "${wanted[@]}"; do
     if [[ -z "${DESC[$s]:-}" ]]; then
-        echo "run.sh: unknown scenario '$s' (known: $ALL_SCENARIOS, or the aliases all, rate-limit)" >&2
+        echo "run.sh: unknown scenario '$s' (known: $ALL_SCENARIOS, or the aliases all, rate-limit, cache)" >&2
         exit 1
     fi
     [[ "$s" != portcullis-limit-redis ]] || uses_redis=1
@@ -323,6 +326,11 @@ check_headers() { # name: does the first response show the limiter on (or off) a
             CHECK[$name]="no RateLimit-Policy header on the first response: is rate limiting on?"
         fi
         ;;
+    portcullis-cache)
+        if ! grep -qi '^x-cache:' "$h"; then
+            CHECK[$name]="no X-Cache header on the first response: is the route cached?"
+        fi
+        ;;
     portcullis-nolimit)
         if grep -qi '^ratelimit-policy:' "$h"; then
             CHECK[$name]="RateLimit-Policy header present: rate limiting is not off"
@@ -370,6 +378,7 @@ pc_serve=("$PORTCULLIS_BIN" serve --upstream "http://127.0.0.1:$UPSTREAM_PORT"
 pc_url="http://127.0.0.1:$PC_PORT$WRK_PATH"
 [[ -f "$LIMITS_CONFIG" ]] || { echo "run.sh: no limits config at $LIMITS_CONFIG" >&2; exit 1; }
 cp "$LIMITS_CONFIG" "$res/limits.toml"
+cp "$here/cache.toml" "$res/cache.toml"
 
 for s in "${wanted[@]}"; do
     case "$s" in
@@ -382,6 +391,16 @@ for s in "${wanted[@]}"; do
         render "$here/proxy-limit.nginx.conf.in" "$res/nginx-limit.conf"
         run_scenario nginx-limit "http://127.0.0.1:$NGINX_PORT$WRK_PATH" \
             taskset -c "$SUT_CPU" nginx -p "$res" -e "$res/nginx-limit.error.log" -c "$res/nginx-limit.conf"
+        ;;
+    nginx-cache)
+        mkdir -p "$res/tmp/nginx-cache"
+        render "$here/cache.nginx.conf.in" "$res/nginx-cache.conf"
+        run_scenario nginx-cache "http://127.0.0.1:$NGINX_PORT$WRK_PATH" \
+            taskset -c "$SUT_CPU" nginx -p "$res" -e "$res/nginx-cache.error.log" -c "$res/nginx-cache.conf"
+        ;;
+    portcullis-cache)
+        run_scenario "$s" "$pc_url" env PORTCULLIS_LOG_FILE="$res/$s.log" PORTCULLIS_LOG_ROTATION=never \
+            PORTCULLIS_LOG_LEVEL=warn taskset -c "$SUT_CPU" "${pc_serve[@]}" --config "$res/cache.toml"
         ;;
     portcullis-log)
         # default level (info): one JSON access-log line per request, written to a file

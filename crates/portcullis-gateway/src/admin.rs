@@ -15,6 +15,7 @@ use portcullis_core::store::{Routed, SharedStore};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cache::{Purge, ResponseCache};
 use crate::config::Config;
 use crate::events::Events;
 use crate::health::{Health, Status};
@@ -40,6 +41,8 @@ pub struct AdminState {
     pub events: Arc<Events>,
     /// The rate limiter, when on.
     pub limiter: Option<Arc<Limiter>>,
+    /// The response cache.
+    pub cache: Arc<ResponseCache>,
     /// The configuration in effect.
     pub config: Arc<Config>,
 }
@@ -50,6 +53,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/security-events", get(security_events))
         .route("/admin/accounts/{username}/unlock", post(unlock))
         .route("/admin/openapi.json", get(openapi))
+        .route("/admin/cache/purge", post(cache_purge))
         .route("/admin/rate-limits/policies", get(rl_policies))
         .route(
             "/admin/rate-limits/overrides",
@@ -470,6 +474,61 @@ async fn unlock(
         }
         _ => {
             let mut res = problem(Problem::new(ProblemKind::StoreUnavailable));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            res
+        }
+    }
+}
+
+/// `POST /admin/cache/purge` with `{"key"}`, `{"prefix"}` or `{"tag"}`: applied here at
+/// once and on every instance within a second; 503 (applied here only) while the shared
+/// store is unavailable.
+async fn cache_purge(
+    State(s): State<AdminState>,
+    axum::Extension(admin): axum::Extension<Admin>,
+    body: bytes::Bytes,
+) -> Response {
+    let bad = |detail: String| problem(Problem::new(ProblemKind::InvalidBody).detail(detail));
+    let purge = match serde_json::from_slice::<Purge>(&body) {
+        Ok(Purge::Path(_)) | Err(_) => {
+            return bad(
+                "expected one of {\"key\": \"GET /path?query\"}, {\"prefix\": \"/path\"} or {\"tag\": \"name\"}".into(),
+            );
+        }
+        Ok(p) => match p.normalized() {
+            Ok(p) => p,
+            Err(e) => return bad(e),
+        },
+    };
+    let what = serde_json::to_value(&purge).unwrap_or_default();
+    match s.cache.purge(purge).await {
+        Ok(removed) => {
+            audit(
+                &admin,
+                "cache.purge",
+                "cache",
+                &serde_json::Value::Null,
+                &what,
+            );
+            json_response(
+                StatusCode::OK,
+                json!({"purged": what, "removed_here": removed, "shared": true})
+                    .to_string()
+                    .into_bytes(),
+            )
+        }
+        Err(removed) => {
+            audit(
+                &admin,
+                "cache.purge",
+                "cache",
+                &serde_json::Value::Null,
+                &json!({"purge": what, "removed_here": removed, "shared": false}),
+            );
+            let mut res = problem(Problem::new(ProblemKind::StoreUnavailable).detail(
+                "the purge applied on this instance only: the shared store is unavailable; retry",
+            ));
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             res

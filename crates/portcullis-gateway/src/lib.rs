@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth_routes;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod csrf;
 pub mod demo;
@@ -293,6 +294,12 @@ pub async fn serve(
             Arc::new(portcullis_core::SystemClock),
         )
     });
+    let cache = cache::ResponseCache::new(
+        &config.cache,
+        store.clone(),
+        Arc::new(portcullis_core::SystemClock),
+    );
+    let cache_sync = cache.spawn_sync();
     let gateway = stack::Gateway::new(
         &config,
         proxy,
@@ -301,6 +308,7 @@ pub async fn serve(
         events.clone(),
         limiter.clone(),
         csrf,
+        cache.clone(),
     );
     tracing::info!(
         listen = %listen,
@@ -319,6 +327,7 @@ pub async fn serve(
         store: store.clone(),
         events: events.clone(),
         limiter: limiter.clone(),
+        cache,
         config: Arc::new(config.clone()),
     });
     let admin_task = tokio::spawn(async move {
@@ -362,6 +371,9 @@ pub async fn serve(
         t.abort();
     }
     if let Some(t) = override_sync {
+        t.abort();
+    }
+    if let Some(t) = cache_sync {
         t.abort();
     }
     tracing::info!("stopped");

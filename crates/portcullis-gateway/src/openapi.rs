@@ -219,6 +219,28 @@ pub static OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
+        method: "post",
+        path: "/admin/cache/purge",
+        listener: "admin",
+        summary: "Purge cached responses by key (`GET /path?query`), path prefix or tag, on every instance within a second",
+        admin: true,
+        request: Some(purge_body),
+        responses: &[
+            (
+                "200",
+                "Purged: `{\"purged\", \"removed_here\", \"shared\"}`",
+            ),
+            (
+                "400",
+                "Not exactly one of key, prefix, tag; or a malformed one",
+            ),
+            (
+                "503",
+                "The shared store is unavailable: applied on this instance only",
+            ),
+        ],
+    },
+    Operation {
         method: "get",
         path: "/admin/openapi.json",
         listener: "admin",
@@ -232,6 +254,17 @@ pub static OPERATIONS: &[Operation] = &[
         ],
     },
 ];
+
+fn purge_body() -> Value {
+    json!({"oneOf": [
+        {"type": "object", "required": ["key"], "additionalProperties": false,
+         "properties": {"key": {"type": "string", "examples": ["GET /products?page=2"]}}},
+        {"type": "object", "required": ["prefix"], "additionalProperties": false,
+         "properties": {"prefix": {"type": "string", "examples": ["/products/"]}}},
+        {"type": "object", "required": ["tag"], "additionalProperties": false,
+         "properties": {"tag": {"type": "string", "examples": ["products"]}}}
+    ]})
+}
 
 fn override_body() -> Value {
     json!({"oneOf": [

@@ -29,6 +29,8 @@ pub struct Route {
     pub body_limit: Option<u64>,
     /// Checks on its JSON bodies; `None`: bodies stream through.
     pub body: Option<Arc<BodyRules>>,
+    /// Its response caching (`cache = {…}`).
+    pub cache: Option<crate::cache::RouteCache>,
     /// Its metric handles.
     pub metrics: RouteMetrics,
 }
@@ -62,6 +64,7 @@ impl Routes {
                 headers: c.headers,
                 body_limit: c.body_limit,
                 body: c.body.clone(),
+                cache: c.cache.clone(),
                 metrics: RouteMetrics::new(c.name.clone()),
             })
             .collect();
@@ -78,6 +81,7 @@ impl Routes {
                 headers: None,
                 body_limit: None,
                 body: None,
+                cache: None,
                 metrics: RouteMetrics::new(name),
             },
         }

@@ -31,7 +31,11 @@
 //! 13. **lockout before an upstream login route** (`login = {…}`): the body is read
 //!     (16 KiB at most) for the username; a locked attempt never reaches the upstream,
 //!     and the upstream's 401/403 count as failures;
-//! 14. **the upstream**, bounded by `limits.request_timeout`, bodies streamed (unless a
+//! 14. **the response cache** on routes that cache ([`crate::cache`]): a fresh entry
+//!     answers (`X-Cache: HIT`); otherwise the answer is marked `MISS` or `BYPASS`, a
+//!     miss is stored as it streams back, and a successful unsafe request purges its
+//!     path;
+//! 15. **the upstream**, bounded by `limits.request_timeout`, bodies streamed (unless a
 //!     step read them), with the verified identity in `X-Auth-Subject` / `X-Auth-Roles`.
 //!
 //! CORS preflights are answered right after routing (step 4), before anything else can
@@ -65,6 +69,7 @@ use tokio::time::Instant;
 
 use crate::auth_routes::{AuthRoute, AuthRoutes};
 use crate::body::Body;
+use crate::cache::{Lookup, ResponseCache};
 use crate::config::{Config, Limits};
 use crate::csrf::Csrf;
 use crate::events::{EventKind, Events};
@@ -90,6 +95,7 @@ pub struct Gateway {
     headers: SecurityProfiles,
     cors: Option<Cors>,
     csrf: Option<Csrf>,
+    cache: Arc<ResponseCache>,
 }
 
 /// [`SecurityHeaders`] made once per profile, with `[headers]`'s settings.
@@ -167,6 +173,7 @@ impl Conn {
 
 impl Gateway {
     /// Assembles the stack from a validated configuration.
+    #[allow(clippy::too_many_arguments)] // each part is built once, in `lib.rs`
     pub fn new(
         cfg: &Config,
         proxy: Proxy,
@@ -175,6 +182,7 @@ impl Gateway {
         events: Arc<Events>,
         limiter: Option<Arc<Limiter>>,
         csrf: Option<Csrf>,
+        cache: Arc<ResponseCache>,
     ) -> Arc<Self> {
         let auth_routes = auth
             .as_ref()
@@ -192,6 +200,7 @@ impl Gateway {
             headers: SecurityProfiles::new(&cfg.headers),
             cors: cfg.cors.clone(),
             csrf,
+            cache,
         })
     }
 
@@ -714,7 +723,36 @@ impl Gateway {
             };
         }
 
-        // 14. The upstream.
+        // 14. The response cache, on routes that cache: a fresh entry answers; a miss is
+        //     stored as it streams back; a successful unsafe request drops its path's
+        //     entries.
+        let lookup = match self.cache.rule(route.cache.as_ref()) {
+            None => None,
+            Some(rule) => Some(
+                self.cache
+                    .lookup(
+                        rule,
+                        held.method(),
+                        held.headers(),
+                        path.as_str(),
+                        held.uri().query(),
+                        identity.as_deref().map(|w| w.subject.as_str()),
+                        client.peer_trusted,
+                    )
+                    .await,
+            ),
+        };
+        let lookup = match lookup {
+            Some(Lookup::Hit(mut res)) => {
+                if identity.is_some() {
+                    private_when_authenticated(res.headers_mut());
+                }
+                return (res, route);
+            }
+            other => other,
+        };
+
+        // 15. The upstream.
         let forwarded = match held {
             Held::Streaming(req) => self.proxy.forward(req, forward).await,
             Held::Read(parts, bytes) => self.proxy.forward(whole(parts, bytes), forward).await,
@@ -723,6 +761,12 @@ impl Gateway {
             Ok(mut res) => {
                 if identity.is_some() {
                     private_when_authenticated(res.headers_mut());
+                }
+                match lookup {
+                    Some(Lookup::Miss(pending)) => res = self.cache.fill(pending, res),
+                    Some(Lookup::Bypass) => ResponseCache::mark_bypass(&mut res),
+                    Some(Lookup::Invalidate) => self.cache.invalidate(path.as_str(), &mut res),
+                    Some(Lookup::Hit(_)) | None => {}
                 }
                 (res, route)
             }

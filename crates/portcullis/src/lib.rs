@@ -18,6 +18,7 @@
 //! in its extensions so that logs and metrics can say why without parsing bodies.
 
 pub mod body;
+pub mod cache;
 pub mod client;
 pub mod cors;
 pub mod csrf;

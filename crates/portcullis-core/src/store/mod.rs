@@ -26,6 +26,7 @@ pub mod coalesce;
 pub mod lockout;
 pub mod maps;
 pub mod memory;
+pub mod purges;
 pub mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -552,6 +552,36 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "Raise a `suspicious_activity` alert when one source causes this many `invalid_token` or `csrf_rejected` events within a minute. 0: off.",
     ),
     key(
+        "cache.enabled",
+        Ty::Bool,
+        "false",
+        "Cache the `GET` and `HEAD` answers of every route that the upstream marks fresh (`s-maxage`, `max-age`, `Expires`), as a shared HTTP cache would; anonymous requests only. Routes with `cache = {…}` are cached whatever this says.",
+    ),
+    key(
+        "cache.max_entries",
+        Ty::Int {
+            min: 1,
+            max: 100_000_000,
+        },
+        "10000",
+        "Entries each instance keeps in memory; the least useful are evicted beyond.",
+    ),
+    key(
+        "cache.max_body",
+        Ty::Size { min: 1, max: GIB },
+        "\"1MiB\"",
+        "Largest response body stored; larger answers stream through uncached.",
+    ),
+    key(
+        "cache.max_memory",
+        Ty::Size {
+            min: MIB,
+            max: 64 * GIB,
+        },
+        "\"64MiB\"",
+        "Memory the in-memory tier may use for entries (bodies, headers, keys), counting each entry as at least `max_memory / max_entries`.",
+    ),
+    key(
         "memory.max_keys",
         Ty::Int {
             min: 1000,
@@ -785,6 +815,27 @@ pub(crate) static ROUTE_FIELDS: &[KeyDef] = &[
         Ty::StrList,
         "[]",
         "JSON string fields rewritten with an allow-list HTML sanitizer (ammonia) before forwarding, `Content-Length` updated; everything else is forwarded byte for byte. Each entry names a field from the top-level object, `/` between levels (`comment`, `author/bio`), `*` for every element of an array or member of an object (`items/*/note`). Bodies are read and checked as with `schema` (without one, only as strict JSON).",
+    ),
+    key(
+        "cache.ttl",
+        Ty::Duration {
+            min: secs(1),
+            max: secs(DAY),
+        },
+        UNSET,
+        "Cache this route's `GET` and `HEAD` answers: `ttl` caps the upstream's freshness and is the freshness of 200, 203 and 204 answers that state none (errors are stored only with explicit freshness). Written `cache = { ttl = \"30s\", tags = [\"products\"] }`; any `cache` key turns caching on for the route. Responses with `Set-Cookie`, `private`, `no-store` or `no-cache` are never stored; answers carry `X-Cache: HIT|MISS|BYPASS` and hits `Age`. Unset: only the upstream's explicit freshness.",
+    ),
+    key(
+        "cache.tags",
+        Ty::StrList,
+        "[]",
+        "Tags of this route's entries, for `POST /admin/cache/purge {\"tag\": …}`.",
+    ),
+    key(
+        "cache.per_subject",
+        Ty::Bool,
+        "false",
+        "Also cache answers to authenticated requests, one entry per verified subject (`private` answers included). Without it, requests with credentials bypass the cache.",
     ),
     key(
         "login.username_field",

@@ -486,6 +486,14 @@ impl<'a> Loader<'a> {
         self.opt(key, |r| value::size(r, min, max))
     }
 
+    /// A duration key without a default: `None` unless a source sets it.
+    pub(crate) fn opt_duration(&mut self, key: &'static str) -> Option<Duration> {
+        let Ty::Duration { min, max } = self.def(key).ty else {
+            panic!("{key} is not a duration")
+        };
+        self.opt(key, |r| value::duration(r, min, max))
+    }
+
     /// A key without a default (`UNSET`): `None` unless a source sets it; a bad value is
     /// an error and `None`.
     fn opt<T>(&mut self, key: &'static str, parse: impl Fn(Raw<'_>) -> Parsed<T>) -> Option<T> {

@@ -65,6 +65,8 @@ pub struct Config {
     pub csrf: CsrfConfig,
     /// The audit log file.
     pub audit_file: Option<PathBuf>,
+    /// The response cache.
+    pub cache: crate::cache::CacheConfig,
     /// The alert webhook; `None` without `alerts.webhook_url`.
     pub alerts: Option<crate::alerts::AlertsConfig>,
     /// Security headers.
@@ -413,6 +415,8 @@ pub struct RouteConfig {
     pub body_limit: Option<u64>,
     /// Checks on JSON bodies (`schema`, `sanitize_html`); `None`: bodies stream through.
     pub body: Option<Arc<BodyRules>>,
+    /// Its response caching (`cache = {…}`).
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -532,6 +536,12 @@ fn read(l: &mut Loader<'_>) -> Config {
     let csrf = read_csrf(l);
     let audit_file = l.path("audit.file");
     let alerts = read_alerts(l);
+    let cache = crate::cache::CacheConfig {
+        enabled: l.boolean("cache.enabled"),
+        max_entries: u64::try_from(l.int("cache.max_entries")).unwrap_or(10_000),
+        max_body: l.size("cache.max_body"),
+        max_memory: l.size("cache.max_memory"),
+    };
     let headers = read_headers(l);
     let cors = read_cors(l);
 
@@ -590,6 +600,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         csrf,
         audit_file,
         alerts,
+        cache,
         headers,
         cors,
         limits,
@@ -1119,6 +1130,16 @@ fn read_routes(l: &mut Loader<'_>, json_depth: JsonDepth) -> Vec<RouteConfig> {
             w => Some(profile(w)),
         };
         let body = body_rules(&mut r, &origin, json_depth);
+        let cache_ttl = r.opt_duration("cache.ttl");
+        let cache_tags = r.list("cache.tags");
+        let per_subject = r.boolean("cache.per_subject");
+        let cache =
+            (r.is_set("cache.ttl") || r.is_set("cache.tags") || r.is_set("cache.per_subject"))
+                .then(|| crate::cache::RouteCache {
+                    ttl: cache_ttl,
+                    tags: cache_tags.into(),
+                    per_subject,
+                });
         let on_redis_down = match r.choice("on_redis_down") {
             "default" => None,
             w => Some(redis_down(w)),
@@ -1138,6 +1159,7 @@ fn read_routes(l: &mut Loader<'_>, json_depth: JsonDepth) -> Vec<RouteConfig> {
                 headers,
                 body_limit,
                 body,
+                cache,
             });
         }
     }

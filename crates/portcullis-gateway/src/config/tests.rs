@@ -132,6 +132,36 @@ struct Case {
 fn config_error_table() {
     let cases = [
         Case {
+            name: "route cache ttl out of range",
+            file: Some(
+                "[[routes]]\nname = \"p\"\npath = \"/p\"\ncache = { ttl = \"0s\", tags = [\"a\"] }\n",
+            ),
+            env: &[],
+            flags: &[],
+            want: &["routes[0].cache.ttl", "line 4"],
+            never: &[],
+        },
+        Case {
+            name: "route cache unknown key",
+            file: Some("[[routes]]\nname = \"p\"\npath = \"/p\"\ncache = { tll = \"30s\" }\n"),
+            env: &[],
+            flags: &[],
+            want: &[
+                "routes[0].cache.tll",
+                "unknown key",
+                "did you mean cache.ttl",
+            ],
+            never: &[],
+        },
+        Case {
+            name: "cache memory below its minimum",
+            file: None,
+            env: &[("PORTCULLIS_CACHE_MAX_MEMORY", "1KiB")],
+            flags: &[],
+            want: &["cache.max_memory", "PORTCULLIS_CACHE_MAX_MEMORY"],
+            never: &[],
+        },
+        Case {
             name: "unknown top-level key",
             file: Some("listne = \"127.0.0.1:1\"\n"),
             env: &[],
@@ -623,4 +653,42 @@ on_redis_down = "deny"
     );
     assert!(login.count_failures);
     assert_eq!(login.on_redis_down, Some(RedisDown::Deny));
+}
+
+#[test]
+fn route_cache_settings_parse() {
+    let file = r#"
+[cache]
+enabled = true
+max_body = "64KiB"
+
+[[routes]]
+name = "products"
+path = "/products/**"
+cache = { ttl = "30s", tags = ["products", "catalog"] }
+
+[[routes]]
+name = "mine"
+path = "/mine"
+cache = { per_subject = true }
+
+[[routes]]
+name = "plain"
+path = "/plain"
+"#;
+    let (s, _t) = sources(Some(file), &[], &[]);
+    let cfg = Config::load(&s).unwrap();
+    assert!(cfg.cache.enabled);
+    assert_eq!(cfg.cache.max_body, 64 * 1024);
+    assert_eq!(cfg.cache.max_entries, 10_000, "the default");
+    let products = cfg.routes[0].cache.as_ref().unwrap();
+    assert_eq!(products.ttl, Some(Duration::from_secs(30)));
+    assert_eq!(&*products.tags, ["products", "catalog"]);
+    assert!(!products.per_subject);
+    let mine = cfg.routes[1].cache.as_ref().unwrap();
+    assert_eq!((mine.ttl, mine.per_subject), (None, true));
+    assert!(
+        cfg.routes[2].cache.is_none(),
+        "no cache key: no route cache"
+    );
 }

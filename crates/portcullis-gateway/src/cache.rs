@@ -36,7 +36,7 @@ use portcullis::BoxError;
 use portcullis::RejectionBody;
 use portcullis::cache::{RequestClass, classify, selecting_value, storable, vary_names};
 use portcullis_core::Clock;
-use portcullis_core::store::purges::PURGE_LOG_LEN;
+use portcullis_core::store::purges::{PURGE_LOG_LEN, PURGE_PAGE};
 use portcullis_core::store::{FailMode, Routed, SharedStore};
 use serde::{Deserialize, Serialize};
 
@@ -407,6 +407,8 @@ pub struct Pending {
     rule: RouteCache,
     request_headers: HeaderMap,
     seq: u64,
+    /// `false` for `HEAD`: its answer has no body to store.
+    store: bool,
 }
 
 impl ResponseCache {
@@ -463,7 +465,10 @@ impl ResponseCache {
         let refresh = match classify(method, headers, peer_trusted) {
             RequestClass::Lookup => false,
             RequestClass::Refresh => true,
-            RequestClass::Invalidate => return Lookup::Invalidate,
+            RequestClass::Invalidate => {
+                self.metrics.bypass.increment(1);
+                return Lookup::Invalidate;
+            }
             RequestClass::Bypass(_) => return self.bypass(),
         };
         // Credentials: shared entries only for anonymous requests; per subject, keyed by it.
@@ -482,6 +487,7 @@ impl ResponseCache {
             rule: rule.clone(),
             request_headers: headers.clone(),
             seq,
+            store: method == Method::GET,
         };
         if refresh {
             self.metrics.miss.increment(1);
@@ -556,6 +562,9 @@ impl ResponseCache {
     /// through when it may be (whole, not larger than `cache.max_body`).
     pub fn fill(self: &Arc<Self>, pending: Pending, mut res: Response<Body>) -> Response<Body> {
         res.headers_mut().insert(X_CACHE, MISS);
+        if !pending.store {
+            return res;
+        }
         let now = self.clock.system_time();
         let Ok(fresh) = storable(
             res.status(),
@@ -615,10 +624,16 @@ impl ResponseCache {
         Response::from_parts(parts, Body::new(capture))
     }
 
-    fn insert(&self, key: Arc<str>, entry: Entry) {
+    fn insert(&self, key: Arc<str>, mut entry: Entry) {
         if !self.log.lock().expect("purge log").allows(&entry) {
             return; // purged while it was being fetched
         }
+        // Framed by its length when served (a `HEAD` hit included), whatever the
+        // upstream's framing was.
+        entry.headers.remove(header::TRANSFER_ENCODING);
+        entry
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
         let entry = Arc::new(entry);
         self.memory.insert(key.clone(), entry.clone());
         if self.store.shares_purges() {
@@ -723,7 +738,7 @@ impl ResponseCache {
                 log.synced = true;
                 return Ok(());
             }
-            let full = page.purges.len() >= 1_000;
+            let full = page.purges.len() >= PURGE_PAGE;
             for (seq, raw) in page.purges {
                 if let Ok(p) = serde_json::from_str::<Purge>(&raw) {
                     self.purge_here(&p);
@@ -988,6 +1003,40 @@ mod tests {
             );
         }
         assert!(c.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_head_miss_stores_nothing_and_a_head_hit_has_the_length() {
+        let (c, _) = cache(false);
+        let r = rule(30, &[]);
+        let h = HeaderMap::new();
+        let Lookup::Miss(p) = c
+            .lookup(&r, &Method::HEAD, &h, "/h", None, None, false)
+            .await
+        else {
+            panic!("expected a miss")
+        };
+        read(c.fill(p, upstream("", &[("content-length", "5")]))).await;
+        assert!(c.is_empty(), "a HEAD answer has no body to store");
+        get(
+            &c,
+            &r,
+            "/h",
+            &h,
+            "hello",
+            &[("transfer-encoding", "chunked")],
+        )
+        .await;
+        let Lookup::Hit(res) = c
+            .lookup(&r, &Method::HEAD, &h, "/h", None, None, false)
+            .await
+        else {
+            panic!("expected a hit")
+        };
+        let (head, body) = read(res).await;
+        assert!(body.is_empty());
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], "5");
+        assert!(!head.headers().contains_key(header::TRANSFER_ENCODING));
     }
 
     #[tokio::test]

@@ -21,8 +21,8 @@ pub const PURGE_LOG_LEN: u64 = 10_000;
 /// never repeat while entries stored under them live).
 pub const PURGE_LOG_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Purges read at most per poll.
-const PAGE: u64 = 1_000;
+/// Purges read at most per poll: a full page means there may be more.
+pub const PURGE_PAGE: usize = 1_000;
 
 const KIND: &str = "cachepurge";
 
@@ -96,7 +96,7 @@ impl SharedStore {
                         .arg("+inf")
                         .arg("LIMIT")
                         .arg(0)
-                        .arg(PAGE)
+                        .arg(PURGE_PAGE)
                         .query_async(&mut c)
                         .await
                 })

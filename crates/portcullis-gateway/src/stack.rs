@@ -743,12 +743,7 @@ impl Gateway {
             ),
         };
         let lookup = match lookup {
-            Some(Lookup::Hit(mut res)) => {
-                if identity.is_some() {
-                    private_when_authenticated(res.headers_mut());
-                }
-                return (res, route);
-            }
+            Some(Lookup::Hit(res)) => return (res, route),
             other => other,
         };
 
@@ -759,7 +754,10 @@ impl Gateway {
         };
         match forwarded {
             Ok(mut res) => {
-                if identity.is_some() {
+                // A route that caches authenticated answers per subject has opted in:
+                // the upstream's caching headers pass as they are.
+                let opted_in = route.cache.as_ref().is_some_and(|c| c.per_subject);
+                if identity.is_some() && !opted_in {
                     private_when_authenticated(res.headers_mut());
                 }
                 match lookup {

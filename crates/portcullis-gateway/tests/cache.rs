@@ -268,15 +268,17 @@ async fn a_cached_route_answers_hits_with_age_and_stores_nothing_it_must_not() {
     let r = get(&gw, "/products/1?page=2", &[("authorization", &bearer)]).await;
     assert_eq!(x_cache(&r), "BYPASS");
     assert_eq!(r.header("cache-control"), Some("private"));
-    // A per-subject route keeps one entry per caller.
-    let mine = get(&gw, "/mine/orders", &[("authorization", &bearer)]).await;
+    // A per-subject route keeps one entry per caller, and has opted in to the
+    // upstream's caching headers for authenticated answers.
+    let cc = ("x-upstream-set", "cache-control: private, max-age=60");
+    let mine = get(&gw, "/mine/orders", &[("authorization", &bearer), cc]).await;
     assert_eq!(x_cache(&mine), "MISS");
     let again = get(&gw, "/mine/orders", &[("authorization", &bearer)]).await;
     assert_eq!(
         (x_cache(&again), filled_by(&again)),
         ("HIT", filled_by(&mine))
     );
-    assert_eq!(again.header("cache-control"), Some("private"));
+    assert_eq!(again.header("cache-control"), Some("private, max-age=60"));
     let admins = get(
         &gw,
         "/mine/orders",

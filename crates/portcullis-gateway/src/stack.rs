@@ -73,6 +73,7 @@ use crate::identity::{Auth, Verdict};
 use crate::proxy::{Forward, Proxy, X_FORWARDED_PROTO};
 use crate::ratelimit::{Limiter, Outcome};
 use crate::routes::{Route, Routes};
+use crate::telemetry::trace::{self, RequestSpan};
 
 /// Everything the main listener needs to answer a request.
 #[derive(Debug)]
@@ -207,7 +208,10 @@ impl Gateway {
             .insert(X_REQUEST_ID, id.header_value().clone());
         // The client's trace, continued (or a new one): the upstream sees the gateway's
         // hop as its parent, and every log line of the request names the trace.
-        let trace = TraceContext::from_headers(req.headers());
+        // With tracing on, the gateway's span is started here and its ids replace the
+        // hop's (so what is exported is what the upstream sees); off, this is a branch.
+        let mut trace = TraceContext::from_headers(req.headers());
+        let span = RequestSpan::start(&mut trace, req.method(), req.uri().path(), id.as_str());
         trace.apply(req.headers_mut());
         let method = req.method().clone();
         let uri = req.uri().clone();
@@ -229,7 +233,11 @@ impl Gateway {
             None
         };
 
-        let (mut res, route) = self.protect(req, &client, conn, &id, started).await;
+        let protected = self.protect(req, &client, conn, &id, started);
+        let (mut res, route) = match &span {
+            Some(s) => s.run(protected).await,
+            None => protected.await,
+        };
 
         // Every response, refusals included: the route's security headers, and CORS
         // (preflight answers carry their own).
@@ -259,6 +267,10 @@ impl Gateway {
             );
         }
         route.metrics.record(status, elapsed);
+        if let Some(s) = span {
+            let refusal = res.extensions().get::<Rejection>().map(|r| r.kind.slug());
+            s.finish(&route.name, status, refusal);
+        }
         let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         match res.extensions().get::<Rejection>() {
             Some(r) => tracing::info!(
@@ -430,10 +442,13 @@ impl Gateway {
         let deadline = started + self.limits.request_timeout;
 
         // 6. Identity, noted: verified now, acted on after the rate limit.
+        let step = trace::step("identity");
         let verdict = self
             .auth
             .as_ref()
             .map_or(Verdict::Anonymous, |a| a.identify(req.headers()));
+        trace::note(&step, "portcullis.identity", verdict.label());
+        drop(step);
         let identity = match &verdict {
             Verdict::Verified(who) => Some(who.clone()),
             _ => None,
@@ -443,8 +458,8 @@ impl Gateway {
         //    counts against its address's anonymous quota before it is refused.
         let checked = match &self.limiter {
             None => None,
-            Some(limiter) => match limiter
-                .check(&route.name, identity.as_deref(), client.ip, id.as_str())
+            Some(limiter) => match self
+                .rate_limit_step(limiter, route, &identity, client, id)
                 .await
             {
                 Outcome::Pass(c) => Some(c),
@@ -476,6 +491,22 @@ impl Gateway {
             limiter.headers(c, res.headers_mut());
         }
         (res, route)
+    }
+
+    /// Step 7's decision, in its span when tracing.
+    async fn rate_limit_step(
+        &self,
+        limiter: &Limiter,
+        route: &Route,
+        identity: &Option<Arc<portcullis_core::token::Identity>>,
+        client: &ClientInfo,
+        id: &RequestId,
+    ) -> Outcome {
+        let step = trace::step("rate_limit");
+        let check = limiter.check(&route.name, identity.as_deref(), client.ip, id.as_str());
+        let outcome = trace::within(&step, check).await;
+        trace::note(&step, "portcullis.decision", outcome.label());
+        outcome
     }
 
     /// The steps after the rate limit.
@@ -533,9 +564,13 @@ impl Gateway {
                 unreachable!("own routes are checked without reading the body")
             };
             let session = verified.and_then(|w| w.session.clone());
-            let res = routes
-                .handle(own, req, client.ip, id.as_str(), deadline)
-                .await;
+            let step = trace::step("auth_route");
+            let res = trace::within(
+                &step,
+                routes.handle(own, req, client.ip, id.as_str(), deadline),
+            )
+            .await;
+            drop(step);
             if let (AuthRoute::Logout, Some(csrf), Some(sid)) = (own, &self.csrf, session)
                 && res.status().is_success()
             {
@@ -646,6 +681,7 @@ impl Gateway {
         if let Some(rules) = &route.body
             && expects_body(held.method(), held.headers())
         {
+            let step = trace::step("validation");
             if let Err(r) = check_content_type(held.headers()) {
                 return refuse(r.to_problem(), route);
             }
@@ -670,8 +706,12 @@ impl Gateway {
             held = match validate(&bytes, rules) {
                 Ok(Validated::Original) => Held::Read(parts, bytes),
                 Ok(Validated::Sanitized(new)) => Held::Read(parts, new),
-                Err(r) => return refuse(r.to_problem(), route),
+                Err(r) => {
+                    trace::note(&step, "portcullis.decision", "refused");
+                    return refuse(r.to_problem(), route);
+                }
             };
+            trace::note(&step, "portcullis.decision", "passed");
         }
 
         let forward = Forward {
@@ -704,7 +744,10 @@ impl Gateway {
                 Ok(g) => g,
                 Err(res) => return (res, route),
             };
-            let forwarded = self.proxy.forward(whole(parts, bytes), forward).await;
+            let step = trace::step("upstream");
+            let forwarded =
+                trace::within(&step, self.proxy.forward(whole(parts, bytes), forward)).await;
+            drop(step);
             return match forwarded {
                 Ok(res) => {
                     guard.finish(res.status()).await;
@@ -715,10 +758,23 @@ impl Gateway {
         }
 
         // 14. The upstream.
+        let step = trace::step("upstream");
         let forwarded = match held {
-            Held::Streaming(req) => self.proxy.forward(req, forward).await,
-            Held::Read(parts, bytes) => self.proxy.forward(whole(parts, bytes), forward).await,
+            Held::Streaming(req) => trace::within(&step, self.proxy.forward(req, forward)).await,
+            Held::Read(parts, bytes) => {
+                trace::within(&step, self.proxy.forward(whole(parts, bytes), forward)).await
+            }
         };
+        if let Some(s) = &step {
+            match &forwarded {
+                Ok(res) => s.note(
+                    "http.response.status_code",
+                    i64::from(res.status().as_u16()),
+                ),
+                Err(p) => s.note("portcullis.refusal", p.kind().slug()),
+            }
+        }
+        drop(step);
         match forwarded {
             Ok(mut res) => {
                 if identity.is_some() {
@@ -781,6 +837,7 @@ impl Gateway {
         if !Csrf::applies(held.method(), held.headers()) {
             return Ok(held);
         }
+        let step = trace::step("csrf");
         let refused = |r: crate::csrf::Refusal| {
             self.events.emit(
                 EventKind::CsrfRejected,
@@ -828,12 +885,20 @@ impl Gateway {
             }
             (None, held) => (held, None),
         };
-        match csrf
-            .check_token(binding.as_ref(), presented.as_deref())
-            .await
+        match trace::within(
+            &step,
+            csrf.check_token(binding.as_ref(), presented.as_deref()),
+        )
+        .await
         {
-            Ok(_) => Ok(held),
-            Err(r) => Err(refused(r)),
+            Ok(_) => {
+                trace::note(&step, "portcullis.decision", "passed");
+                Ok(held)
+            }
+            Err(r) => {
+                trace::note(&step, "portcullis.decision", "refused");
+                Err(refused(r))
+            }
         }
     }
 }

@@ -73,6 +73,7 @@ use crate::identity::{Auth, Verdict};
 use crate::proxy::{Forward, Proxy, X_FORWARDED_PROTO};
 use crate::ratelimit::{Limiter, Outcome};
 use crate::routes::{Route, Routes};
+use crate::telemetry::scope::RequestScope;
 use crate::telemetry::trace::{self, RequestSpan};
 
 /// Everything the main listener needs to answer a request.
@@ -207,8 +208,8 @@ impl Gateway {
         req.headers_mut()
             .insert(X_REQUEST_ID, id.header_value().clone());
         // The client's trace, continued (or a new one): the upstream sees the gateway's
-        // hop as its parent, and every log line of the request names the trace.
-        // With tracing on, the gateway's span is started here and its ids replace the
+        // hop as its parent, and every log line of the request names the trace. With
+        // tracing on, the gateway's span is started here and its ids replace the
         // hop's (so what is exported is what the upstream sees); off, this is a branch.
         let mut trace = TraceContext::from_headers(req.headers());
         let span = RequestSpan::start(&mut trace, req.method(), req.uri().path(), id.as_str());
@@ -233,7 +234,9 @@ impl Gateway {
             None
         };
 
-        let protected = self.protect(req, &client, conn, &id, started);
+        // Every line logged while the request is answered names it and its trace.
+        let scope = RequestScope::new(id.as_str(), trace.trace_id());
+        let protected = scope.run(self.protect(req, &client, conn, &id, started));
         let (mut res, route) = match &span {
             Some(s) => s.run(protected).await,
             None => protected.await,

@@ -4,4 +4,5 @@
 pub mod json;
 pub mod log;
 pub mod metrics;
+pub mod scope;
 pub mod trace;

@@ -44,10 +44,12 @@
 //! leaves, whatever the outcome.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::Full;
@@ -92,6 +94,7 @@ pub struct Gateway {
     headers: SecurityProfiles,
     cors: Option<Cors>,
     csrf: Option<Csrf>,
+    errors: crate::telemetry::errors::ErrorMetrics,
 }
 
 /// [`SecurityHeaders`] made once per profile, with `[headers]`'s settings.
@@ -194,6 +197,7 @@ impl Gateway {
             headers: SecurityProfiles::new(&cfg.headers),
             cors: cfg.cors.clone(),
             csrf,
+            errors: crate::telemetry::errors::ErrorMetrics::new(),
         })
     }
 
@@ -236,10 +240,34 @@ impl Gateway {
 
         // Every line logged while the request is answered names it and its trace.
         let scope = RequestScope::new(id.as_str(), trace.trace_id());
-        let protected = scope.run(self.protect(req, &client, conn, &id, started));
-        let (mut res, route) = match &span {
+        // A panic in a step is a bug: caught here, logged once with the request's ids,
+        // counted and answered 500, and the connection and the process keep serving.
+        // Nothing the steps share is left half-changed by an unwind (state lives in the
+        // store and behind short lock scopes), hence `AssertUnwindSafe`.
+        let protected = AssertUnwindSafe(scope.run(self.protect(req, &client, conn, &id, started)))
+            .catch_unwind();
+        let caught = match &span {
             Some(s) => s.run(protected).await,
             None => protected.await,
+        };
+        let (mut res, route, panicked) = match caught {
+            Ok((res, route)) => (res, route, false),
+            Err(payload) => {
+                self.errors.panicked();
+                tracing::error!(
+                    request_id = id.as_str(),
+                    trace_id = trace.trace_id(),
+                    panic = %crate::telemetry::errors::take_panic(&*payload),
+                    "request handling panicked; answered 500"
+                );
+                let (res, route) = refused(
+                    Problem::new(ProblemKind::Internal)
+                        .detail("the gateway failed to answer this request"),
+                    &id,
+                    self.routes.unrouted(),
+                );
+                (res, route, true)
+            }
         };
 
         // Every response, refusals included: the route's security headers, and CORS
@@ -275,7 +303,13 @@ impl Gateway {
             s.finish(&route.name, status, refusal);
         }
         let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        match res.extensions().get::<Rejection>() {
+        let rejection = res.extensions().get::<Rejection>();
+        if let Some(r) = rejection
+            && !panicked
+        {
+            self.errors.refusal(r.kind);
+        }
+        match rejection {
             Some(r) => tracing::info!(
                 target: "portcullis::access",
                 request_id = id.as_str(),
@@ -400,6 +434,8 @@ impl Gateway {
             }
         };
         let route = self.routes.find(req.method(), path.match_key());
+        #[cfg(debug_assertions)]
+        crate::telemetry::errors::debug::maybe_panic(path.match_key());
 
         // 4b. CORS preflights: answered here for any origin, before auth, rate limits and
         //     CSRF, never proxied.

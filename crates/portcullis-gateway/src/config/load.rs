@@ -365,6 +365,11 @@ impl<'a> Loader<'a> {
             if !var.starts_with(ENV_PREFIX) || var == ENV_CONFIG_FILE {
                 continue;
             }
+            // Debug builds only: the test hook of `telemetry::errors::debug`.
+            #[cfg(debug_assertions)]
+            if var == crate::telemetry::errors::debug::DEBUG_PANIC_PATH {
+                continue;
+            }
             match by_env.get(var) {
                 Some(def) => {
                     self.text

@@ -1,6 +1,7 @@
 //! What the gateway tells operators: JSON logs, Prometheus metrics and OpenTelemetry
 //! traces.
 
+pub mod errors;
 pub mod json;
 pub mod log;
 pub mod metrics;

@@ -669,7 +669,7 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "log.rotation",
         Ty::Enum(&["hourly", "daily", "never"]),
         "\"daily\"",
-        "When `log.file` rotates. Rotated files get the date (and hour) as a suffix.",
+        "When `log.file` rotates, in UTC: `daily` writes `{file}.YYYY-MM-DD`, `hourly` `{file}.YYYY-MM-DD-HH`, `never` `{file}`. Each line goes to the file of its own `ts`.",
     ),
     key(
         "log.retain",

@@ -5,5 +5,6 @@ pub mod errors;
 pub mod json;
 pub mod log;
 pub mod metrics;
+pub mod rolling;
 pub mod scope;
 pub mod trace;

@@ -399,6 +399,18 @@ pub enum Lookup {
     Invalidate,
 }
 
+impl Lookup {
+    /// What the cache did, for traces: `hit`, `miss`, `bypass` or `invalidate`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Lookup::Hit(_) => "hit",
+            Lookup::Miss(_) => "miss",
+            Lookup::Bypass => "bypass",
+            Lookup::Invalidate => "invalidate",
+        }
+    }
+}
+
 /// A miss on its way to the upstream.
 #[derive(Debug)]
 pub struct Pending {

@@ -35,6 +35,18 @@ pub enum Verdict {
     Ambiguous,
 }
 
+impl Verdict {
+    /// The verdict in one word, for traces.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Anonymous => "anonymous",
+            Self::Verified(_) => "verified",
+            Self::Refused(_) => "refused",
+            Self::Ambiguous => "ambiguous",
+        }
+    }
+}
+
 /// Identity settings and state shared by the stack, the auth routes and the admin API.
 #[derive(Debug)]
 pub struct Auth {

@@ -256,7 +256,15 @@ pub async fn serve(
             Err(e) => return Err(e),
         }
     }
-    let store = state::build(&config.store, events.clone())?;
+    // Tracing before the store: the store reports its calls to it from the start.
+    let traces = match &config.trace {
+        Some(t) => Some(telemetry::trace::install(t)?),
+        None => None,
+    };
+    let mut store = state::build(&config.store, events.clone())?;
+    if traces.is_some() {
+        store = store.with_tracer(Arc::new(telemetry::trace::StoreSpans));
+    }
     health.register(Arc::new(state::StoreHealth::new(store.clone())));
     let maintenance = store.spawn_maintenance(state::MAINTENANCE_INTERVAL);
     if let Some(a) = &auth {
@@ -316,6 +324,7 @@ pub async fn serve(
         upstream = %config.upstream.as_ref().map(|u| u.to_string()).unwrap_or_default(),
         tls = tls.is_some(),
         store = store.backend_name(),
+        trace = config.trace.as_ref().map(|t| t.traces_url.as_str()).unwrap_or(""),
         "listening"
     );
 
@@ -375,6 +384,10 @@ pub async fn serve(
     }
     if let Some(t) = cache_sync {
         t.abort();
+    }
+    if let Some(t) = traces {
+        // Spans of the last requests, exported within a bounded wait.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     tracing::info!("stopped");
     Ok(())

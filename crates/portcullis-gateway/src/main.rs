@@ -364,6 +364,7 @@ fn run(sources: Sources, demo_mode: bool) -> ExitCode {
             .take()
             .unwrap_or_else(|| Box::new(std::io::stdout()));
         let guard = log::install(&prepared.config.log, output);
+        portcullis_gateway::telemetry::errors::install_panic_hook();
         let metrics = Metrics::install();
         if let Some(echo) = echo {
             println!(

@@ -211,6 +211,17 @@ pub enum Outcome {
     Unavailable(Checked),
 }
 
+impl Outcome {
+    /// The decision in one word, for traces.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Pass(_) => "allowed",
+            Self::Limited(_) => "limited",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 /// Overrides, kept locally and synchronised through the store.
 #[derive(Debug, Default)]
 pub struct Overrides {

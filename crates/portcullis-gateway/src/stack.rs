@@ -48,10 +48,12 @@
 //! leaves, whatever the outcome.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::Full;
@@ -78,6 +80,8 @@ use crate::identity::{Auth, Verdict};
 use crate::proxy::{Forward, Proxy, X_FORWARDED_PROTO};
 use crate::ratelimit::{Limiter, Outcome};
 use crate::routes::{Route, Routes};
+use crate::telemetry::scope::RequestScope;
+use crate::telemetry::trace::{self, RequestSpan};
 
 /// Everything the main listener needs to answer a request.
 #[derive(Debug)]
@@ -96,6 +100,7 @@ pub struct Gateway {
     cors: Option<Cors>,
     csrf: Option<Csrf>,
     cache: Arc<ResponseCache>,
+    errors: crate::telemetry::errors::ErrorMetrics,
 }
 
 /// [`SecurityHeaders`] made once per profile, with `[headers]`'s settings.
@@ -201,6 +206,7 @@ impl Gateway {
             cors: cfg.cors.clone(),
             csrf,
             cache,
+            errors: crate::telemetry::errors::ErrorMetrics::new(),
         })
     }
 
@@ -215,8 +221,11 @@ impl Gateway {
         req.headers_mut()
             .insert(X_REQUEST_ID, id.header_value().clone());
         // The client's trace, continued (or a new one): the upstream sees the gateway's
-        // hop as its parent, and every log line of the request names the trace.
-        let trace = TraceContext::from_headers(req.headers());
+        // hop as its parent, and every log line of the request names the trace. With
+        // tracing on, the gateway's span is started here and its ids replace the
+        // hop's (so what is exported is what the upstream sees); off, this is a branch.
+        let mut trace = TraceContext::from_headers(req.headers());
+        let span = RequestSpan::start(&mut trace, req.method(), req.uri().path(), id.as_str());
         trace.apply(req.headers_mut());
         let method = req.method().clone();
         let uri = req.uri().clone();
@@ -238,7 +247,37 @@ impl Gateway {
             None
         };
 
-        let (mut res, route) = self.protect(req, &client, conn, &id, started).await;
+        // Every line logged while the request is answered names it and its trace.
+        let scope = RequestScope::new(id.as_str(), trace.trace_id());
+        // A panic in a step is a bug: caught here, logged once with the request's ids,
+        // counted and answered 500, and the connection and the process keep serving.
+        // Nothing the steps share is left half-changed by an unwind (state lives in the
+        // store and behind short lock scopes), hence `AssertUnwindSafe`.
+        let protected = AssertUnwindSafe(scope.run(self.protect(req, &client, conn, &id, started)))
+            .catch_unwind();
+        let caught = match &span {
+            Some(s) => s.run(protected).await,
+            None => protected.await,
+        };
+        let (mut res, route, panicked) = match caught {
+            Ok((res, route)) => (res, route, false),
+            Err(payload) => {
+                self.errors.panicked();
+                tracing::error!(
+                    request_id = id.as_str(),
+                    trace_id = trace.trace_id(),
+                    panic = %crate::telemetry::errors::take_panic(&*payload),
+                    "request handling panicked; answered 500"
+                );
+                let (res, route) = refused(
+                    Problem::new(ProblemKind::Internal)
+                        .detail("the gateway failed to answer this request"),
+                    &id,
+                    self.routes.unrouted(),
+                );
+                (res, route, true)
+            }
+        };
 
         // Every response, refusals included: the route's security headers, and CORS
         // (preflight answers carry their own).
@@ -268,8 +307,18 @@ impl Gateway {
             );
         }
         route.metrics.record(status, elapsed);
+        if let Some(s) = span {
+            let refusal = res.extensions().get::<Rejection>().map(|r| r.kind.slug());
+            s.finish(&route.name, status, refusal);
+        }
         let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        match res.extensions().get::<Rejection>() {
+        let rejection = res.extensions().get::<Rejection>();
+        if let Some(r) = rejection
+            && !panicked
+        {
+            self.errors.refusal(r.kind);
+        }
+        match rejection {
             Some(r) => tracing::info!(
                 target: "portcullis::access",
                 request_id = id.as_str(),
@@ -394,6 +443,8 @@ impl Gateway {
             }
         };
         let route = self.routes.find(req.method(), path.match_key());
+        #[cfg(debug_assertions)]
+        crate::telemetry::errors::debug::maybe_panic(path.match_key());
 
         // 4b. CORS preflights: answered here for any origin, before auth, rate limits and
         //     CSRF, never proxied.
@@ -439,10 +490,13 @@ impl Gateway {
         let deadline = started + self.limits.request_timeout;
 
         // 6. Identity, noted: verified now, acted on after the rate limit.
+        let step = trace::step("identity");
         let verdict = self
             .auth
             .as_ref()
             .map_or(Verdict::Anonymous, |a| a.identify(req.headers()));
+        trace::note(&step, "portcullis.identity", verdict.label());
+        drop(step);
         let identity = match &verdict {
             Verdict::Verified(who) => Some(who.clone()),
             _ => None,
@@ -452,8 +506,8 @@ impl Gateway {
         //    counts against its address's anonymous quota before it is refused.
         let checked = match &self.limiter {
             None => None,
-            Some(limiter) => match limiter
-                .check(&route.name, identity.as_deref(), client.ip, id.as_str())
+            Some(limiter) => match self
+                .rate_limit_step(limiter, route, &identity, client, id)
                 .await
             {
                 Outcome::Pass(c) => Some(c),
@@ -485,6 +539,22 @@ impl Gateway {
             limiter.headers(c, res.headers_mut());
         }
         (res, route)
+    }
+
+    /// Step 7's decision, in its span when tracing.
+    async fn rate_limit_step(
+        &self,
+        limiter: &Limiter,
+        route: &Route,
+        identity: &Option<Arc<portcullis_core::token::Identity>>,
+        client: &ClientInfo,
+        id: &RequestId,
+    ) -> Outcome {
+        let step = trace::step("rate_limit");
+        let check = limiter.check(&route.name, identity.as_deref(), client.ip, id.as_str());
+        let outcome = trace::within(&step, check).await;
+        trace::note(&step, "portcullis.decision", outcome.label());
+        outcome
     }
 
     /// The steps after the rate limit.
@@ -542,9 +612,13 @@ impl Gateway {
                 unreachable!("own routes are checked without reading the body")
             };
             let session = verified.and_then(|w| w.session.clone());
-            let res = routes
-                .handle(own, req, client.ip, id.as_str(), deadline)
-                .await;
+            let step = trace::step("auth_route");
+            let res = trace::within(
+                &step,
+                routes.handle(own, req, client.ip, id.as_str(), deadline),
+            )
+            .await;
+            drop(step);
             if let (AuthRoute::Logout, Some(csrf), Some(sid)) = (own, &self.csrf, session)
                 && res.status().is_success()
             {
@@ -655,6 +729,7 @@ impl Gateway {
         if let Some(rules) = &route.body
             && expects_body(held.method(), held.headers())
         {
+            let step = trace::step("validation");
             if let Err(r) = check_content_type(held.headers()) {
                 return refuse(r.to_problem(), route);
             }
@@ -679,8 +754,12 @@ impl Gateway {
             held = match validate(&bytes, rules) {
                 Ok(Validated::Original) => Held::Read(parts, bytes),
                 Ok(Validated::Sanitized(new)) => Held::Read(parts, new),
-                Err(r) => return refuse(r.to_problem(), route),
+                Err(r) => {
+                    trace::note(&step, "portcullis.decision", "refused");
+                    return refuse(r.to_problem(), route);
+                }
             };
+            trace::note(&step, "portcullis.decision", "passed");
         }
 
         let forward = Forward {
@@ -713,7 +792,10 @@ impl Gateway {
                 Ok(g) => g,
                 Err(res) => return (res, route),
             };
-            let forwarded = self.proxy.forward(whole(parts, bytes), forward).await;
+            let step = trace::step("upstream");
+            let forwarded =
+                trace::within(&step, self.proxy.forward(whole(parts, bytes), forward)).await;
+            drop(step);
             return match forwarded {
                 Ok(res) => {
                     guard.finish(res.status()).await;
@@ -728,9 +810,11 @@ impl Gateway {
         //     entries.
         let lookup = match self.cache.rule(route.cache.as_ref()) {
             None => None,
-            Some(rule) => Some(
-                self.cache
-                    .lookup(
+            Some(rule) => {
+                let step = trace::step("cache");
+                let found = trace::within(
+                    &step,
+                    self.cache.lookup(
                         rule,
                         held.method(),
                         held.headers(),
@@ -738,9 +822,12 @@ impl Gateway {
                         held.uri().query(),
                         identity.as_deref().map(|w| w.subject.as_str()),
                         client.peer_trusted,
-                    )
-                    .await,
-            ),
+                    ),
+                )
+                .await;
+                trace::note(&step, "portcullis.cache", found.as_str());
+                Some(found)
+            }
         };
         let lookup = match lookup {
             Some(Lookup::Hit(res)) => return (res, route),
@@ -748,10 +835,23 @@ impl Gateway {
         };
 
         // 15. The upstream.
+        let step = trace::step("upstream");
         let forwarded = match held {
-            Held::Streaming(req) => self.proxy.forward(req, forward).await,
-            Held::Read(parts, bytes) => self.proxy.forward(whole(parts, bytes), forward).await,
+            Held::Streaming(req) => trace::within(&step, self.proxy.forward(req, forward)).await,
+            Held::Read(parts, bytes) => {
+                trace::within(&step, self.proxy.forward(whole(parts, bytes), forward)).await
+            }
         };
+        if let Some(s) = &step {
+            match &forwarded {
+                Ok(res) => s.note(
+                    "http.response.status_code",
+                    i64::from(res.status().as_u16()),
+                ),
+                Err(p) => s.note("portcullis.refusal", p.kind().slug()),
+            }
+        }
+        drop(step);
         match forwarded {
             Ok(mut res) => {
                 // A route that caches authenticated answers per subject has opted in:
@@ -823,6 +923,7 @@ impl Gateway {
         if !Csrf::applies(held.method(), held.headers()) {
             return Ok(held);
         }
+        let step = trace::step("csrf");
         let refused = |r: crate::csrf::Refusal| {
             self.events.emit(
                 EventKind::CsrfRejected,
@@ -870,12 +971,20 @@ impl Gateway {
             }
             (None, held) => (held, None),
         };
-        match csrf
-            .check_token(binding.as_ref(), presented.as_deref())
-            .await
+        match trace::within(
+            &step,
+            csrf.check_token(binding.as_ref(), presented.as_deref()),
+        )
+        .await
         {
-            Ok(_) => Ok(held),
-            Err(r) => Err(refused(r)),
+            Ok(_) => {
+                trace::note(&step, "portcullis.decision", "passed");
+                Ok(held)
+            }
+            Err(r) => {
+                trace::note(&step, "portcullis.decision", "refused");
+                Err(refused(r))
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Real parts, not mocks: [`upstream`] is a recording HTTP server run as its own process,
 //! [`redis`] starts, kills, pauses and restarts a real `redis-server`, and [`gateway`]
 //! runs the `portcullis` binary and reads its log lines. [`http`] has a small client for
-//! driving them, and [`ports`] finds free loopback ports. [`load`] is the open-loop load
+//! driving them, [`otlp`] receives the spans a gateway exports, and [`ports`] finds free
+//! loopback ports. [`load`] is the open-loop load
 //! generator behind the `portcullis-load` binary, with its rate-limit accuracy accounting.
 
 pub mod browser;
@@ -11,6 +12,7 @@ pub mod conformance;
 pub mod gateway;
 pub mod http;
 pub mod load;
+pub mod otlp;
 pub mod ports;
 pub mod redis;
 pub mod upstream;

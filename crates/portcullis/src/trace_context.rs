@@ -34,6 +34,8 @@ pub const MAX_TRACESTATE_BYTES: usize = 512;
 pub struct TraceContext {
     trace_id: [u8; 32],
     span_id: [u8; 16],
+    /// The client's span (the parent of the gateway's), when its trace was continued.
+    parent_id: Option<[u8; 16]>,
     flags: [u8; 2],
     continued: bool,
     tracestate: Option<HeaderValue>,
@@ -48,9 +50,10 @@ impl TraceContext {
             _ => None,
         };
         match parsed {
-            Some((trace_id, flags)) => Self {
+            Some((trace_id, parent_id, flags)) => Self {
                 trace_id,
                 span_id: random_hex(),
+                parent_id: Some(parent_id),
                 flags,
                 continued: true,
                 tracestate: tracestate(headers),
@@ -58,6 +61,7 @@ impl TraceContext {
             None => Self {
                 trace_id: random_hex(),
                 span_id: random_hex(),
+                parent_id: None,
                 flags: *b"01",
                 continued: false,
                 tracestate: None,
@@ -78,6 +82,48 @@ impl TraceContext {
     /// Whether the client's trace was continued.
     pub fn continued(&self) -> bool {
         self.continued
+    }
+
+    /// The client's span id (the parent of the gateway's span), when its trace was
+    /// continued.
+    pub fn parent_id(&self) -> Option<&str> {
+        self.parent_id
+            .as_ref()
+            .map(|p| std::str::from_utf8(p).unwrap_or_default())
+    }
+
+    /// Whether the trace is sampled (flag `01`).
+    pub fn sampled(&self) -> bool {
+        parse_hex_byte(self.flags) & 1 == 1
+    }
+
+    /// The `tracestate` kept from the client, if any.
+    pub fn tracestate(&self) -> Option<&HeaderValue> {
+        self.tracestate.as_ref()
+    }
+
+    /// Takes the ids of the span a tracer started for the gateway's hop, so that what
+    /// the upstream is sent and what the log lines say is what the tracer exports.
+    /// `trace_id` is 32 and `span_id` 16 lower-case hex digits, as a tracer formats
+    /// them; anything else is ignored. The sampled flag follows `sampled`.
+    pub fn adopt(&mut self, trace_id: &str, span_id: &str, sampled: bool) {
+        let (Ok(t), Ok(s)) = (
+            <[u8; 32]>::try_from(trace_id.as_bytes()),
+            <[u8; 16]>::try_from(span_id.as_bytes()),
+        ) else {
+            return;
+        };
+        if !is_lower_hex(&t) || !is_lower_hex(&s) {
+            return;
+        }
+        self.trace_id = t;
+        self.span_id = s;
+        let mut flags = parse_hex_byte(self.flags) & !1;
+        if sampled {
+            flags |= 1;
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.flags = [HEX[usize::from(flags >> 4)], HEX[usize::from(flags & 15)]];
     }
 
     /// `traceparent` for the upstream: this trace, the gateway's span as parent.
@@ -107,7 +153,16 @@ fn is_lower_hex(b: &[u8]) -> bool {
         .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
-fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
+fn parse_hex_byte(b: [u8; 2]) -> u8 {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => 0,
+    };
+    digit(b[0]) << 4 | digit(b[1])
+}
+
+fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 16], [u8; 2])> {
     if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
@@ -118,7 +173,11 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
     if trace.iter().all(|c| *c == b'0') || parent.iter().all(|c| *c == b'0') {
         return None;
     }
-    Some((trace.try_into().ok()?, flags.try_into().ok()?))
+    Some((
+        trace.try_into().ok()?,
+        parent.try_into().ok()?,
+        flags.try_into().ok()?,
+    ))
 }
 
 fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -216,6 +275,31 @@ mod tests {
         let two =
             TraceContext::from_headers(&headers(&[("traceparent", GOOD), ("traceparent", GOOD)]));
         assert!(!two.continued());
+    }
+
+    #[test]
+    fn the_parent_is_kept_and_a_tracer_s_ids_adopted() {
+        let mut t = TraceContext::from_headers(&headers(&[("traceparent", GOOD)]));
+        assert_eq!(t.parent_id(), Some("00f067aa0ba902b7"));
+        assert!(t.sampled());
+        t.adopt(
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "1111111111111111",
+            false,
+        );
+        assert_eq!(
+            t.traceparent(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-00"
+        );
+        t.adopt("not hex", "2222222222222222", true);
+        assert_eq!(t.span_id(), "1111111111111111", "bad ids are ignored");
+        let fresh = TraceContext::from_headers(&HeaderMap::new());
+        assert_eq!(fresh.parent_id(), None);
+        let unsampled = TraceContext::from_headers(&headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )]));
+        assert!(!unsampled.sampled());
     }
 
     #[test]

@@ -176,13 +176,16 @@ impl SharedStore {
         source: &str,
         policy: &LockoutPolicy,
     ) -> Routed<LockDecision> {
-        let akey = self.lockout_account_key(account);
-        let pkey = self.lockout_pair_key(account, source);
-        let a = self
-            .lockout_account(&akey, Some(&pkey), Op::Check, policy)
-            .await;
-        let s = self.lockout_source(source, false, policy).await;
-        both(a, s, |a, s| a.decision.and(s))
+        self.traced("lockout_check", async {
+            let akey = self.lockout_account_key(account);
+            let pkey = self.lockout_pair_key(account, source);
+            let a = self
+                .lockout_account(&akey, Some(&pkey), Op::Check, policy)
+                .await;
+            let s = self.lockout_source(source, false, policy).await;
+            both(a, s, |a, s| a.decision.and(s))
+        })
+        .await
     }
 
     /// Records a failed login of `account` from `source`: a failure of the pair, of the
@@ -195,13 +198,16 @@ impl SharedStore {
         source: &str,
         policy: &LockoutPolicy,
     ) -> Routed<LockDecision> {
-        let akey = self.lockout_account_key(account);
-        let pkey = self.lockout_pair_key(account, source);
-        let a = self
-            .lockout_account(&akey, Some(&pkey), Op::Fail, policy)
-            .await;
-        let s = self.lockout_source(source, true, policy).await;
-        both(a, s, |a, s| a.decision.and(s))
+        self.traced("lockout_failure", async {
+            let akey = self.lockout_account_key(account);
+            let pkey = self.lockout_pair_key(account, source);
+            let a = self
+                .lockout_account(&akey, Some(&pkey), Op::Fail, policy)
+                .await;
+            let s = self.lockout_source(source, true, policy).await;
+            both(a, s, |a, s| a.decision.and(s))
+        })
+        .await
     }
 
     /// Records a successful login: the pair's failures and lock level are forgotten. The
@@ -212,12 +218,15 @@ impl SharedStore {
         source: &str,
         policy: &LockoutPolicy,
     ) -> Routed<()> {
-        let akey = self.lockout_account_key(account);
-        let pkey = self.lockout_pair_key(account, source);
-        let a = self
-            .lockout_account(&akey, Some(&pkey), Op::Success, policy)
-            .await;
-        map(a, |_| ())
+        self.traced("lockout_success", async {
+            let akey = self.lockout_account_key(account);
+            let pkey = self.lockout_pair_key(account, source);
+            let a = self
+                .lockout_account(&akey, Some(&pkey), Op::Success, policy)
+                .await;
+            map(a, |_| ())
+        })
+        .await
     }
 
     /// Records a login with a refused username from `source`: it counts toward the source's
@@ -227,7 +236,10 @@ impl SharedStore {
         source: &str,
         policy: &LockoutPolicy,
     ) -> Routed<LockDecision> {
-        self.lockout_source(source, true, policy).await
+        self.traced("lockout_source_failure", async {
+            self.lockout_source(source, true, policy).await
+        })
+        .await
     }
 
     /// Whether `source` is over its ceiling. Changes nothing.
@@ -236,22 +248,28 @@ impl SharedStore {
         source: &str,
         policy: &LockoutPolicy,
     ) -> Routed<LockDecision> {
-        self.lockout_source(source, false, policy).await
+        self.traced("lockout_source_check", async {
+            self.lockout_source(source, false, policy).await
+        })
+        .await
     }
 
     /// Admin unlock: clears the account's hourly ceiling and forgets every (account,
     /// source) pair of it, locked or not; whether there was anything to clear. Sources'
     /// ceilings are not the account's and stay.
     pub async fn lockout_unlock(&self, account: &Username) -> Routed<bool> {
-        let akey = self.lockout_account_key(account);
-        let policy = LockoutPolicy::default();
-        let shared = self.lockout_account(&akey, None, Op::Unlock, &policy).await;
-        #[cfg(feature = "redis")]
-        if matches!(self.inner.shared, Backends::Redis(_)) && !shared.is_fallback() {
-            // Counters an earlier outage left in memory must not come back at the next.
-            let _ = memory_account(&self.inner.local, &akey, None, Op::Unlock, &policy);
-        }
-        map(shared, |a| a.existed)
+        self.traced("lockout_unlock", async {
+            let akey = self.lockout_account_key(account);
+            let policy = LockoutPolicy::default();
+            let shared = self.lockout_account(&akey, None, Op::Unlock, &policy).await;
+            #[cfg(feature = "redis")]
+            if matches!(self.inner.shared, Backends::Redis(_)) && !shared.is_fallback() {
+                // Counters an earlier outage left in memory must not come back at the next.
+                let _ = memory_account(&self.inner.local, &akey, None, Op::Unlock, &policy);
+            }
+            map(shared, |a| a.existed)
+        })
+        .await
     }
 
     async fn lockout_account(

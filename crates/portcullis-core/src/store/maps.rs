@@ -64,97 +64,106 @@ impl SharedStore {
         value: &str,
         mode: FailMode,
     ) -> Routed<()> {
-        let key = self.map_key(name);
-        let local = || {
-            self.local_map_write(&key, |m| {
-                m.insert(field.to_owned(), value.to_owned());
-                true
-            })
-            .map(|_| ())
-        };
-        match &self.inner.shared {
-            Backends::Memory => local().map_or(Routed::Unavailable, Routed::Shared),
-            #[cfg(feature = "redis")]
-            Backends::Redis(r) => {
-                let res = r
-                    .call(|mut c| {
-                        let key = key.clone();
-                        async move {
-                            redis::pipe()
-                                .cmd("HSET")
-                                .arg(&key)
-                                .arg(field)
-                                .arg(value)
-                                .ignore()
-                                .cmd("PEXPIRE")
-                                .arg(&key)
-                                .arg(u64::try_from(MAP_TTL.as_millis()).unwrap_or(u64::MAX))
-                                .ignore()
-                                .query_async::<()>(&mut c)
-                                .await
-                        }
-                    })
-                    .await;
-                match res {
-                    Ok(()) => Routed::Shared(()),
-                    Err(_) => self.fallback(mode, async { local() }).await,
+        self.traced("map_set", async {
+            let key = self.map_key(name);
+            let local = || {
+                self.local_map_write(&key, |m| {
+                    m.insert(field.to_owned(), value.to_owned());
+                    true
+                })
+                .map(|_| ())
+            };
+            match &self.inner.shared {
+                Backends::Memory => local().map_or(Routed::Unavailable, Routed::Shared),
+                #[cfg(feature = "redis")]
+                Backends::Redis(r) => {
+                    let res = r
+                        .call(|mut c| {
+                            let key = key.clone();
+                            async move {
+                                redis::pipe()
+                                    .cmd("HSET")
+                                    .arg(&key)
+                                    .arg(field)
+                                    .arg(value)
+                                    .ignore()
+                                    .cmd("PEXPIRE")
+                                    .arg(&key)
+                                    .arg(u64::try_from(MAP_TTL.as_millis()).unwrap_or(u64::MAX))
+                                    .ignore()
+                                    .query_async::<()>(&mut c)
+                                    .await
+                            }
+                        })
+                        .await;
+                    match res {
+                        Ok(()) => Routed::Shared(()),
+                        Err(_) => self.fallback(mode, async { local() }).await,
+                    }
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Removes `field` from map `name`; whether it was there.
     pub async fn map_remove(&self, name: &str, field: &str, mode: FailMode) -> Routed<bool> {
-        let key = self.map_key(name);
-        let local = || self.local_map_write(&key, |m| m.remove(field).is_some());
-        match &self.inner.shared {
-            Backends::Memory => local().map_or(Routed::Unavailable, Routed::Shared),
-            #[cfg(feature = "redis")]
-            Backends::Redis(r) => {
-                let res = r
-                    .call(|mut c| {
-                        let key = key.clone();
-                        async move {
-                            redis::cmd("HDEL")
-                                .arg(&key)
-                                .arg(field)
-                                .query_async::<i64>(&mut c)
-                                .await
-                        }
-                    })
-                    .await;
-                match res {
-                    Ok(n) => Routed::Shared(n > 0),
-                    Err(_) => self.fallback(mode, async { local() }).await,
+        self.traced("map_remove", async {
+            let key = self.map_key(name);
+            let local = || self.local_map_write(&key, |m| m.remove(field).is_some());
+            match &self.inner.shared {
+                Backends::Memory => local().map_or(Routed::Unavailable, Routed::Shared),
+                #[cfg(feature = "redis")]
+                Backends::Redis(r) => {
+                    let res = r
+                        .call(|mut c| {
+                            let key = key.clone();
+                            async move {
+                                redis::cmd("HDEL")
+                                    .arg(&key)
+                                    .arg(field)
+                                    .query_async::<i64>(&mut c)
+                                    .await
+                            }
+                        })
+                        .await;
+                    match res {
+                        Ok(n) => Routed::Shared(n > 0),
+                        Err(_) => self.fallback(mode, async { local() }).await,
+                    }
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Every entry of map `name`.
     pub async fn map_all(&self, name: &str, mode: FailMode) -> Routed<BTreeMap<String, String>> {
-        let key = self.map_key(name);
-        let local = || decode(self.inner.local.get_now_bytes(&key).as_ref());
-        match &self.inner.shared {
-            Backends::Memory => local().map_or(Routed::Unavailable, Routed::Shared),
-            #[cfg(feature = "redis")]
-            Backends::Redis(r) => {
-                let res = r
-                    .call(|mut c| {
-                        let key = key.clone();
-                        async move {
-                            redis::cmd("HGETALL")
-                                .arg(&key)
-                                .query_async::<BTreeMap<String, String>>(&mut c)
-                                .await
-                        }
-                    })
-                    .await;
-                match res {
-                    Ok(m) => Routed::Shared(m),
-                    Err(_) => self.fallback(mode, async { local() }).await,
+        self.traced("map_all", async {
+            let key = self.map_key(name);
+            let local = || decode(self.inner.local.get_now_bytes(&key).as_ref());
+            match &self.inner.shared {
+                Backends::Memory => local().map_or(Routed::Unavailable, Routed::Shared),
+                #[cfg(feature = "redis")]
+                Backends::Redis(r) => {
+                    let res = r
+                        .call(|mut c| {
+                            let key = key.clone();
+                            async move {
+                                redis::cmd("HGETALL")
+                                    .arg(&key)
+                                    .query_async::<BTreeMap<String, String>>(&mut c)
+                                    .await
+                            }
+                        })
+                        .await;
+                    match res {
+                        Ok(m) => Routed::Shared(m),
+                        Err(_) => self.fallback(mode, async { local() }).await,
+                    }
                 }
             }
-        }
+        })
+        .await
     }
 }

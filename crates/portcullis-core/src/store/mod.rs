@@ -45,7 +45,7 @@ use crate::ratelimit::{GcraDecision, GcraParams};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};
-pub use shared::{FailMode, Routed, SharedStore};
+pub use shared::{FailMode, Labelled, Routed, SharedStore};
 
 /// Why a store call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +135,22 @@ impl StoreObserver for NoObserver {
         _: &str,
     ) {
     }
+}
+
+/// Told about each call a feature makes to the [`SharedStore`], with its start and end, so
+/// the gateway can trace it as a span of the request that made it. Only installed while
+/// requests are traced: without one, a call pays for one branch.
+pub trait CallTracer: Send + Sync + fmt::Debug {
+    /// The call `op` (`get`, `rate_limit`, `lockout_check`, …) to `backend` ran from
+    /// `start` to `end` and was answered as `routed` ([`Routed::label`]).
+    fn call(
+        &self,
+        backend: &'static str,
+        op: &'static str,
+        start: std::time::SystemTime,
+        end: std::time::SystemTime,
+        routed: &'static str,
+    );
 }
 
 /// The operations every backend provides, with identical semantics.

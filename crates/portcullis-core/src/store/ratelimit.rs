@@ -18,15 +18,20 @@ impl SharedStore {
         cost: u32,
         mode: FailMode,
     ) -> Routed<Decision> {
-        match algorithm {
-            // Concurrent checks of one key share one round trip; with the memory store
-            // there is none to share.
-            Algorithm::Gcra if cost == 1 && !matches!(self.inner.shared, Backends::Memory) => {
-                self.gcra_coalesced(key, shared, local, mode).await
+        self.traced("rate_limit", async {
+            match algorithm {
+                // Concurrent checks of one key share one round trip; with the memory store
+                // there is none to share.
+                Algorithm::Gcra if cost == 1 && !matches!(self.inner.shared, Backends::Memory) => {
+                    self.gcra_coalesced(key, shared, local, mode).await
+                }
+                Algorithm::Gcra => self.gcra_one(key, shared, local, cost, mode).await,
+                Algorithm::SlidingWindow => {
+                    self.sliding_window(key, shared, local, cost, mode).await
+                }
             }
-            Algorithm::Gcra => self.gcra_one(key, shared, local, cost, mode).await,
-            Algorithm::SlidingWindow => self.sliding_window(key, shared, local, cost, mode).await,
-        }
+        })
+        .await
     }
 
     /// One GCRA check on its own.

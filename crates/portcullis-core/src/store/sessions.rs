@@ -67,47 +67,50 @@ impl SharedStore {
         idle: Duration,
         mode: FailMode,
     ) -> Routed<()> {
-        let key = self.family_key(sid);
-        let local = |store: &super::MemoryStore| {
-            let mut f = family.clone();
-            store.update(&key, |now_us, _| {
-                f.abs = now_us / 1000 + ms(absolute);
-                ((), Write::Set(encode(&f), absolute.min(idle)))
-            })
-        };
-        match &self.inner.shared {
-            Backends::Memory => match local(&self.inner.local) {
-                Ok(()) => Routed::Shared(()),
-                Err(_) => Routed::Unavailable,
-            },
-            #[cfg(feature = "redis")]
-            Backends::Redis(r) => {
-                let json = String::from_utf8_lossy(&encode(family)).into_owned();
-                let script = &scripts().0;
-                let res = r
-                    .call(|mut c| {
-                        let key = key.clone();
-                        let json = json.clone();
-                        async move {
-                            script
-                                .key(key)
-                                .arg(json)
-                                .arg(ms(absolute))
-                                .arg(ms(idle))
-                                .invoke_async::<i64>(&mut c)
+        self.traced("session_create", async {
+            let key = self.family_key(sid);
+            let local = |store: &super::MemoryStore| {
+                let mut f = family.clone();
+                store.update(&key, |now_us, _| {
+                    f.abs = now_us / 1000 + ms(absolute);
+                    ((), Write::Set(encode(&f), absolute.min(idle)))
+                })
+            };
+            match &self.inner.shared {
+                Backends::Memory => match local(&self.inner.local) {
+                    Ok(()) => Routed::Shared(()),
+                    Err(_) => Routed::Unavailable,
+                },
+                #[cfg(feature = "redis")]
+                Backends::Redis(r) => {
+                    let json = String::from_utf8_lossy(&encode(family)).into_owned();
+                    let script = &scripts().0;
+                    let res = r
+                        .call(|mut c| {
+                            let key = key.clone();
+                            let json = json.clone();
+                            async move {
+                                script
+                                    .key(key)
+                                    .arg(json)
+                                    .arg(ms(absolute))
+                                    .arg(ms(idle))
+                                    .invoke_async::<i64>(&mut c)
+                                    .await
+                            }
+                        })
+                        .await;
+                    match res {
+                        Ok(_) => Routed::Shared(()),
+                        Err(_) => {
+                            self.fallback(mode, async { local(&self.inner.local) })
                                 .await
                         }
-                    })
-                    .await;
-                match res {
-                    Ok(_) => Routed::Shared(()),
-                    Err(_) => {
-                        self.fallback(mode, async { local(&self.inner.local) })
-                            .await
                     }
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Presents a refresh token of family `sid` ([`session::rotate`]).
@@ -117,157 +120,166 @@ impl SharedStore {
         args: RotateArgs<'_>,
         mode: FailMode,
     ) -> Routed<Rotation> {
-        let key = self.family_key(sid);
-        let local = |store: &super::MemoryStore| -> StoreResult<Rotation> {
-            let mut failed = None;
-            let out = store.update(&key, |now_us, raw| {
-                let current = match raw.map(|r| decode(r)) {
-                    None => None,
-                    Some(Ok(f)) => Some(f),
-                    Some(Err(e)) => {
-                        failed = Some(e);
-                        return (Rotation::Invalid, Write::Keep);
-                    }
-                };
-                let (outcome, write) = session::rotate(current, now_us / 1000, args);
-                let write = match write {
-                    RotationWrite::Keep => Write::Keep,
-                    RotationWrite::Set(f, ttl) => {
-                        Write::Set(encode(&f), Duration::from_millis(ttl))
-                    }
-                    // The memory store cannot keep a TTL across a write; the family's
-                    // absolute end bounds it instead.
-                    RotationWrite::SetKeepTtl(f) => {
-                        let left = f.abs.saturating_sub(now_us / 1000).max(1);
-                        Write::Set(encode(&f), Duration::from_millis(left))
-                    }
-                };
-                (outcome, write)
-            })?;
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(out),
-            }
-        };
-        match &self.inner.shared {
-            Backends::Memory => match local(&self.inner.local) {
-                Ok(r) => Routed::Shared(r),
-                Err(_) => Routed::Unavailable,
-            },
-            #[cfg(feature = "redis")]
-            Backends::Redis(r) => {
-                let script = &scripts().1;
-                let res = r
-                    .call(|mut c| {
-                        let key = key.clone();
-                        async move {
-                            script
-                                .key(key)
-                                .arg(args.presented)
-                                .arg(args.next_hash)
-                                .arg(args.next_sealed)
-                                .arg(args.grace_ms)
-                                .arg(args.idle_ms)
-                                .invoke_async::<(String, String)>(&mut c)
+        self.traced("session_rotate", async {
+            let key = self.family_key(sid);
+            let local = |store: &super::MemoryStore| -> StoreResult<Rotation> {
+                let mut failed = None;
+                let out = store.update(&key, |now_us, raw| {
+                    let current = match raw.map(|r| decode(r)) {
+                        None => None,
+                        Some(Ok(f)) => Some(f),
+                        Some(Err(e)) => {
+                            failed = Some(e);
+                            return (Rotation::Invalid, Write::Keep);
+                        }
+                    };
+                    let (outcome, write) = session::rotate(current, now_us / 1000, args);
+                    let write = match write {
+                        RotationWrite::Keep => Write::Keep,
+                        RotationWrite::Set(f, ttl) => {
+                            Write::Set(encode(&f), Duration::from_millis(ttl))
+                        }
+                        // The memory store cannot keep a TTL across a write; the family's
+                        // absolute end bounds it instead.
+                        RotationWrite::SetKeepTtl(f) => {
+                            let left = f.abs.saturating_sub(now_us / 1000).max(1);
+                            Write::Set(encode(&f), Duration::from_millis(left))
+                        }
+                    };
+                    (outcome, write)
+                })?;
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            };
+            match &self.inner.shared {
+                Backends::Memory => match local(&self.inner.local) {
+                    Ok(r) => Routed::Shared(r),
+                    Err(_) => Routed::Unavailable,
+                },
+                #[cfg(feature = "redis")]
+                Backends::Redis(r) => {
+                    let script = &scripts().1;
+                    let res = r
+                        .call(|mut c| {
+                            let key = key.clone();
+                            async move {
+                                script
+                                    .key(key)
+                                    .arg(args.presented)
+                                    .arg(args.next_hash)
+                                    .arg(args.next_sealed)
+                                    .arg(args.grace_ms)
+                                    .arg(args.idle_ms)
+                                    .invoke_async::<(String, String)>(&mut c)
+                                    .await
+                            }
+                        })
+                        .await
+                        .and_then(|(outcome, json)| {
+                            Ok(match outcome.as_str() {
+                                "rotated" => Rotation::Rotated(decode(json.as_bytes())?),
+                                "replayed" => Rotation::Replayed(decode(json.as_bytes())?),
+                                "reused" => Rotation::Reused(decode(json.as_bytes())?),
+                                _ => Rotation::Invalid,
+                            })
+                        });
+                    match res {
+                        Ok(r) => Routed::Shared(r),
+                        Err(_) => {
+                            self.fallback(mode, async { local(&self.inner.local) })
                                 .await
                         }
-                    })
-                    .await
-                    .and_then(|(outcome, json)| {
-                        Ok(match outcome.as_str() {
-                            "rotated" => Rotation::Rotated(decode(json.as_bytes())?),
-                            "replayed" => Rotation::Replayed(decode(json.as_bytes())?),
-                            "reused" => Rotation::Reused(decode(json.as_bytes())?),
-                            _ => Rotation::Invalid,
-                        })
-                    });
-                match res {
-                    Ok(r) => Routed::Shared(r),
-                    Err(_) => {
-                        self.fallback(mode, async { local(&self.inner.local) })
-                            .await
                     }
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Revokes family `sid` (logout); the family as it was, if it existed.
     pub async fn session_revoke(&self, sid: &str, mode: FailMode) -> Routed<Option<Family>> {
-        let key = self.family_key(sid);
-        let local = |store: &super::MemoryStore| -> StoreResult<Option<Family>> {
-            store.update(&key, |now_us, raw| match raw.and_then(|r| decode(r).ok()) {
-                None => (None, Write::Keep),
-                Some(mut f) => {
-                    f.rev = true;
-                    let left = f.abs.saturating_sub(now_us / 1000).max(1);
-                    (
-                        Some(f.clone()),
-                        Write::Set(encode(&f), Duration::from_millis(left)),
-                    )
-                }
-            })
-        };
-        match &self.inner.shared {
-            Backends::Memory => match local(&self.inner.local) {
-                Ok(r) => Routed::Shared(r),
-                Err(_) => Routed::Unavailable,
-            },
-            #[cfg(feature = "redis")]
-            Backends::Redis(r) => {
-                let script = &scripts().2;
-                let res = r
-                    .call(|mut c| {
-                        let key = key.clone();
-                        async move { script.key(key).invoke_async::<String>(&mut c).await }
-                    })
-                    .await
-                    .and_then(|json| {
-                        if json.is_empty() {
-                            Ok(None)
-                        } else {
-                            decode(json.as_bytes()).map(Some)
-                        }
-                    });
-                match res {
+        self.traced("session_revoke", async {
+            let key = self.family_key(sid);
+            let local = |store: &super::MemoryStore| -> StoreResult<Option<Family>> {
+                store.update(&key, |now_us, raw| match raw.and_then(|r| decode(r).ok()) {
+                    None => (None, Write::Keep),
+                    Some(mut f) => {
+                        f.rev = true;
+                        let left = f.abs.saturating_sub(now_us / 1000).max(1);
+                        (
+                            Some(f.clone()),
+                            Write::Set(encode(&f), Duration::from_millis(left)),
+                        )
+                    }
+                })
+            };
+            match &self.inner.shared {
+                Backends::Memory => match local(&self.inner.local) {
                     Ok(r) => Routed::Shared(r),
-                    Err(_) => {
-                        self.fallback(mode, async { local(&self.inner.local) })
-                            .await
+                    Err(_) => Routed::Unavailable,
+                },
+                #[cfg(feature = "redis")]
+                Backends::Redis(r) => {
+                    let script = &scripts().2;
+                    let res = r
+                        .call(|mut c| {
+                            let key = key.clone();
+                            async move { script.key(key).invoke_async::<String>(&mut c).await }
+                        })
+                        .await
+                        .and_then(|json| {
+                            if json.is_empty() {
+                                Ok(None)
+                            } else {
+                                decode(json.as_bytes()).map(Some)
+                            }
+                        });
+                    match res {
+                        Ok(r) => Routed::Shared(r),
+                        Err(_) => {
+                            self.fallback(mode, async { local(&self.inner.local) })
+                                .await
+                        }
                     }
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Appends a revocation to the shared list (a no-op without Redis: one instance).
     pub async fn revocation_publish(&self, sid: &str, until: u64) -> StoreResult<()> {
-        #[cfg(feature = "redis")]
-        if let Backends::Redis(r) = &self.inner.shared {
-            let key = self.key(KIND_REVOKED, "list");
-            let member = format!("{sid}|{until}");
-            return r
-                .call(|mut c| async move {
-                    let t: (String, String) = redis::cmd("TIME").query_async(&mut c).await?;
-                    let now_ms = t.0.parse::<u64>().unwrap_or(0) * 1000
-                        + t.1.parse::<u64>().unwrap_or(0) / 1000;
-                    redis::pipe()
-                        .cmd("ZADD")
-                        .arg(&key)
-                        .arg(now_ms)
-                        .arg(&member)
-                        .ignore()
-                        .cmd("PEXPIRE")
-                        .arg(&key)
-                        .arg(86_400_000u64)
-                        .ignore()
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await;
-        }
-        let _ = (sid, until);
-        Ok(())
+        self.traced("revocation_publish", async {
+            #[cfg(feature = "redis")]
+            if let Backends::Redis(r) = &self.inner.shared {
+                let key = self.key(KIND_REVOKED, "list");
+                let member = format!("{sid}|{until}");
+                return r
+                    .call(|mut c| async move {
+                        let t: (String, String) = redis::cmd("TIME").query_async(&mut c).await?;
+                        let now_ms = t.0.parse::<u64>().unwrap_or(0) * 1000
+                            + t.1.parse::<u64>().unwrap_or(0) / 1000;
+                        redis::pipe()
+                            .cmd("ZADD")
+                            .arg(&key)
+                            .arg(now_ms)
+                            .arg(&member)
+                            .ignore()
+                            .cmd("PEXPIRE")
+                            .arg(&key)
+                            .arg(86_400_000u64)
+                            .ignore()
+                            .query_async::<()>(&mut c)
+                            .await
+                    })
+                    .await;
+            }
+            let _ = (sid, until);
+            Ok(())
+        })
+        .await
     }
 
     /// Revocations appended after `cursor` (a store timestamp in ms; start with 0), and the
@@ -277,45 +289,48 @@ impl SharedStore {
         cursor: u64,
         keep: Duration,
     ) -> StoreResult<(Vec<RevokedEntry>, u64)> {
-        #[cfg(feature = "redis")]
-        if let Backends::Redis(r) = &self.inner.shared {
-            let key = self.key(KIND_REVOKED, "list");
-            let keep_ms = ms(keep);
-            let rows: Vec<(String, f64)> = r
-                .call(|mut c| async move {
-                    let t: (String, String) = redis::cmd("TIME").query_async(&mut c).await?;
-                    let now_ms = t.0.parse::<u64>().unwrap_or(0) * 1000
-                        + t.1.parse::<u64>().unwrap_or(0) / 1000;
-                    let (_, rows): ((), Vec<(String, f64)>) = redis::pipe()
-                        .cmd("ZREMRANGEBYSCORE")
-                        .arg(&key)
-                        .arg("-inf")
-                        .arg(now_ms.saturating_sub(keep_ms))
-                        .cmd("ZRANGEBYSCORE")
-                        .arg(&key)
-                        .arg(format!("({cursor}"))
-                        .arg("+inf")
-                        .arg("WITHSCORES")
-                        .query_async(&mut c)
-                        .await?;
-                    Ok(rows)
-                })
-                .await?;
-            let mut next = cursor;
-            let entries = rows
-                .into_iter()
-                .filter_map(|(member, score)| {
-                    next = next.max(score as u64);
-                    let (sid, until) = member.rsplit_once('|')?;
-                    Some(RevokedEntry {
-                        sid: sid.to_owned(),
-                        until: until.parse().ok()?,
+        self.traced("revocations_since", async {
+            #[cfg(feature = "redis")]
+            if let Backends::Redis(r) = &self.inner.shared {
+                let key = self.key(KIND_REVOKED, "list");
+                let keep_ms = ms(keep);
+                let rows: Vec<(String, f64)> = r
+                    .call(|mut c| async move {
+                        let t: (String, String) = redis::cmd("TIME").query_async(&mut c).await?;
+                        let now_ms = t.0.parse::<u64>().unwrap_or(0) * 1000
+                            + t.1.parse::<u64>().unwrap_or(0) / 1000;
+                        let (_, rows): ((), Vec<(String, f64)>) = redis::pipe()
+                            .cmd("ZREMRANGEBYSCORE")
+                            .arg(&key)
+                            .arg("-inf")
+                            .arg(now_ms.saturating_sub(keep_ms))
+                            .cmd("ZRANGEBYSCORE")
+                            .arg(&key)
+                            .arg(format!("({cursor}"))
+                            .arg("+inf")
+                            .arg("WITHSCORES")
+                            .query_async(&mut c)
+                            .await?;
+                        Ok(rows)
                     })
-                })
-                .collect();
-            return Ok((entries, next));
-        }
-        let _ = keep;
-        Ok((Vec::new(), cursor))
+                    .await?;
+                let mut next = cursor;
+                let entries = rows
+                    .into_iter()
+                    .filter_map(|(member, score)| {
+                        next = next.max(score as u64);
+                        let (sid, until) = member.rsplit_once('|')?;
+                        Some(RevokedEntry {
+                            sid: sid.to_owned(),
+                            until: until.parse().ok()?,
+                        })
+                    })
+                    .collect();
+                return Ok((entries, next));
+            }
+            let _ = keep;
+            Ok((Vec::new(), cursor))
+        })
+        .await
     }
 }

@@ -25,7 +25,7 @@ use bytes::Bytes;
 #[cfg(feature = "redis")]
 use super::RedisStore;
 use super::coalesce::Coalescer;
-use super::{Backend, MemoryStore, StoreResult};
+use super::{Backend, CallTracer, MemoryStore, StoreResult};
 use crate::ratelimit::{GcraDecision, GcraParams};
 
 /// What a feature does when the shared store is unavailable.
@@ -73,6 +73,34 @@ impl<T> Routed<T> {
     }
 }
 
+/// Where a store call's answer came from, in one word (for traces).
+pub trait Labelled {
+    /// `shared`, `local`, `allow`, `stateless`, `unavailable`, or `ok` / `error` for calls
+    /// that are not routed.
+    fn label(&self) -> &'static str;
+}
+
+impl<T> Labelled for Routed<T> {
+    fn label(&self) -> &'static str {
+        match self {
+            Routed::Shared(_) => "shared",
+            Routed::Local(_) => "local",
+            Routed::Allow => "allow",
+            Routed::Stateless => "stateless",
+            Routed::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl<T> Labelled for StoreResult<T> {
+    fn label(&self) -> &'static str {
+        match self {
+            Ok(_) => "ok",
+            Err(_) => "error",
+        }
+    }
+}
+
 pub(super) enum Backends {
     Memory,
     #[cfg(feature = "redis")]
@@ -85,6 +113,8 @@ pub(super) struct Inner {
     pub(super) shared: Backends,
     /// Open batches of GCRA checks (Redis only).
     pub(super) batches: Coalescer,
+    /// Told about every call while requests are traced.
+    pub(super) tracer: Option<Arc<dyn CallTracer>>,
 }
 
 /// The store the protections use. Clones share everything.
@@ -136,6 +166,7 @@ impl SharedStore {
                 local,
                 shared: Backends::Memory,
                 batches: Coalescer::default(),
+                tracer: None,
             }),
         }
     }
@@ -149,8 +180,44 @@ impl SharedStore {
                 local,
                 shared: Backends::Redis(redis),
                 batches: Coalescer::default(),
+                tracer: None,
             }),
         }
+    }
+
+    /// Tells `tracer` about every call from now on. Call it while building the store,
+    /// before it is cloned.
+    ///
+    /// # Panics
+    ///
+    /// When the store was already cloned.
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Arc<dyn CallTracer>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_tracer is called before the store is shared")
+            .tracer = Some(tracer);
+        self
+    }
+
+    /// Runs one call, telling the tracer (if any) about it.
+    pub(super) async fn traced<R: Labelled>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = R>,
+    ) -> R {
+        let Some(tracer) = &self.inner.tracer else {
+            return call.await;
+        };
+        let start = std::time::SystemTime::now();
+        let r = call.await;
+        tracer.call(
+            self.backend_name(),
+            op,
+            start,
+            std::time::SystemTime::now(),
+            r.label(),
+        );
+        r
     }
 
     /// `memory` or `redis`.
@@ -205,12 +272,16 @@ impl SharedStore {
 
     /// `get`, routed.
     pub async fn get(&self, key: &str, mode: FailMode) -> Routed<Option<Bytes>> {
-        routed!(self, mode, |b| b.get(key))
+        self.traced("get", async { routed!(self, mode, |b| b.get(key)) })
+            .await
     }
 
     /// `set`, routed.
     pub async fn set(&self, key: &str, value: Bytes, ttl: Duration, mode: FailMode) -> Routed<()> {
-        routed!(self, mode, |b| b.set(key, value.clone(), ttl))
+        self.traced("set", async {
+            routed!(self, mode, |b| b.set(key, value.clone(), ttl))
+        })
+        .await
     }
 
     /// `set_nx`, routed.
@@ -221,17 +292,24 @@ impl SharedStore {
         ttl: Duration,
         mode: FailMode,
     ) -> Routed<bool> {
-        routed!(self, mode, |b| b.set_nx(key, value.clone(), ttl))
+        self.traced("set_nx", async {
+            routed!(self, mode, |b| b.set_nx(key, value.clone(), ttl))
+        })
+        .await
     }
 
     /// `delete`, routed.
     pub async fn delete(&self, key: &str, mode: FailMode) -> Routed<bool> {
-        routed!(self, mode, |b| b.delete(key))
+        self.traced("delete", async { routed!(self, mode, |b| b.delete(key)) })
+            .await
     }
 
     /// `incr`, routed.
     pub async fn incr(&self, key: &str, by: i64, ttl: Duration, mode: FailMode) -> Routed<i64> {
-        routed!(self, mode, |b| b.incr(key, by, ttl))
+        self.traced("incr", async {
+            routed!(self, mode, |b| b.incr(key, by, ttl))
+        })
+        .await
     }
 
     /// A GCRA decision: `shared` quota against Redis, `local` quota (e.g. divided by the

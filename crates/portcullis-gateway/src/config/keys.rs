@@ -522,6 +522,24 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "How long browsers may cache a preflight answer.",
     ),
     key(
+        "trace.otlp_endpoint",
+        Ty::HttpUrl,
+        "\"\"",
+        "OpenTelemetry collector to export spans to over OTLP/HTTP (protobuf), as a base URL: spans are `POST`ed to `{endpoint}/v1/traces`, e.g. `http://127.0.0.1:4318`. When this key is unset, `OTEL_EXPORTER_OTLP_ENDPOINT` is used. Empty: no spans are made at all.",
+    ),
+    key(
+        "trace.service_name",
+        Ty::Str,
+        "\"portcullis\"",
+        "`service.name` of the exported spans.",
+    ),
+    key(
+        "trace.sample_ratio",
+        Ty::Float { min: 0.0, max: 1.0 },
+        "1.0",
+        "Share of new traces recorded and exported. A request continuing a client's `traceparent` follows the client's sampled flag instead (parent-based sampling).",
+    ),
+    key(
         "audit.file",
         Ty::Path,
         "\"\"",
@@ -681,7 +699,7 @@ pub(crate) static KEYS: &[KeyDef] = &[
         "log.rotation",
         Ty::Enum(&["hourly", "daily", "never"]),
         "\"daily\"",
-        "When `log.file` rotates. Rotated files get the date (and hour) as a suffix.",
+        "When `log.file` rotates, in UTC: `daily` writes `{file}.YYYY-MM-DD`, `hourly` `{file}.YYYY-MM-DD-HH`, `never` `{file}`. Each line goes to the file of its own `ts`.",
     ),
     key(
         "log.retain",
@@ -955,6 +973,10 @@ pub(crate) static TABLE_ARRAYS: &[TableArrayDef] = &[
 
 /// Variables that are not keys but are read too.
 pub(crate) const ENV_CONFIG_FILE: &str = "PORTCULLIS_CONFIG";
+
+/// The standard OpenTelemetry variable read for `trace.otlp_endpoint` when the key is
+/// unset (not a `PORTCULLIS_*` variable, so never an unknown one).
+pub(crate) const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// The prefix of every variable the gateway reads.
 pub(crate) const ENV_PREFIX: &str = "PORTCULLIS_";

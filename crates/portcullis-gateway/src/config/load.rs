@@ -158,6 +158,8 @@ pub(crate) struct Loader<'a> {
     string_maps: HashMap<&'static str, Vec<(String, String, Origin)>>,
     text: HashMap<&'static str, (&'a str, Origin)>,
     source: Option<(&'a str, Arc<str>)>,
+    /// The whole environment, for the few standard variables outside `PORTCULLIS_*`.
+    env: Option<&'a BTreeMap<String, String>>,
     pub(crate) errors: Vec<ConfigError>,
     #[cfg(test)]
     pub(crate) read: std::collections::HashSet<&'static str>,
@@ -174,6 +176,7 @@ impl<'a> Loader<'a> {
             string_maps: HashMap::new(),
             text: HashMap::new(),
             source: None,
+            env: None,
             errors: Vec::new(),
             #[cfg(test)]
             read: Default::default(),
@@ -187,6 +190,7 @@ impl<'a> Loader<'a> {
         flags: &'a [Flag],
     ) -> Self {
         let mut l = Self::empty(KEYS, String::new());
+        l.env = Some(env);
         if let Some((table, text, path)) = file {
             l.source = Some((text, path.clone()));
             l.collect_file(table, "", text, &path);
@@ -361,6 +365,11 @@ impl<'a> Loader<'a> {
             if !var.starts_with(ENV_PREFIX) || var == ENV_CONFIG_FILE {
                 continue;
             }
+            // Debug builds only: the test hook of `telemetry::errors::debug`.
+            #[cfg(debug_assertions)]
+            if var == crate::telemetry::errors::debug::DEBUG_PANIC_PATH {
+                continue;
+            }
             match by_env.get(var) {
                 Some(def) => {
                     self.text
@@ -387,6 +396,15 @@ impl<'a> Loader<'a> {
     fn def(&self, key: &str) -> &'static KeyDef {
         keys::find(self.defs, key)
             .unwrap_or_else(|| panic!("config key {key:?} is not declared in keys.rs"))
+    }
+
+    /// A variable outside `PORTCULLIS_*` (such as `OTEL_EXPORTER_OTLP_ENDPOINT`), if set
+    /// and not empty.
+    pub(crate) fn outside_env(&self, var: &'static str) -> Option<&'a str> {
+        self.env?
+            .get(var)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// Whether a source other than the default set `key`.

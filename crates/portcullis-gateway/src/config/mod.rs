@@ -77,6 +77,8 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// OpenTelemetry tracing; `None` when no endpoint is set (no spans are made).
+    pub trace: Option<TraceConfig>,
     /// Per-route rules, first match wins.
     pub routes: Vec<RouteConfig>,
 }
@@ -388,6 +390,17 @@ pub struct LogConfig {
     pub redact_fields: Vec<String>,
 }
 
+/// Tracing (`[trace]`), when an endpoint is set.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    /// Where spans are `POST`ed: the endpoint with `/v1/traces` appended.
+    pub traces_url: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Share of new traces sampled, in `0.0..=1.0`.
+    pub sample_ratio: f64,
+}
+
 /// One `[[routes]]` entry.
 #[derive(Clone, Debug)]
 pub struct RouteConfig {
@@ -583,6 +596,7 @@ fn read(l: &mut Loader<'_>) -> Config {
         redact_fields: lower_all(l.list("log.redact_fields")),
     };
 
+    let trace = read_trace(l);
     let routes = read_routes(l, limits_json_depth(&limits));
 
     Config {
@@ -605,8 +619,44 @@ fn read(l: &mut Loader<'_>) -> Config {
         cors,
         limits,
         log,
+        trace,
         routes,
     }
+}
+
+fn read_trace(l: &mut Loader<'_>) -> Option<TraceConfig> {
+    let from_key = l.string("trace.otlp_endpoint");
+    let service_name = l.string("trace.service_name");
+    let sample_ratio = l.float("trace.sample_ratio");
+    if service_name.trim().is_empty() {
+        l.error("trace.service_name", "must not be empty");
+    }
+    let (endpoint, key) = if l.is_set("trace.otlp_endpoint") {
+        (from_key, "trace.otlp_endpoint")
+    } else {
+        match l.outside_env(keys::ENV_OTLP_ENDPOINT) {
+            Some(v) => (v.to_owned(), keys::ENV_OTLP_ENDPOINT),
+            None => return None,
+        }
+    };
+    let endpoint = endpoint.trim();
+    if endpoint.is_empty() {
+        return None;
+    }
+    if Upstream::parse(endpoint).is_err() {
+        let message = "expected the collector's base http:// or https:// URL, such as \"http://127.0.0.1:4318\" (spans go to /v1/traces under it)";
+        if key == "trace.otlp_endpoint" {
+            l.error(key, message);
+        } else {
+            l.error_at(key.to_owned(), Origin::Env(key.to_owned()), message);
+        }
+        return None;
+    }
+    Some(TraceConfig {
+        traces_url: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+        service_name: service_name.trim().to_owned(),
+        sample_ratio,
+    })
 }
 
 /// A level, or comma-separated `target=level` directives, e.g. `info,portcullis=debug`.

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::keys::{self, ENV_CONFIG_FILE, KEYS, KeyDef, MAPS, STRING_MAPS, TABLE_ARRAYS, Ty};
+use super::keys::{
+    self, ENV_CONFIG_FILE, ENV_OTLP_ENDPOINT, KEYS, KeyDef, MAPS, STRING_MAPS, TABLE_ARRAYS, Ty,
+};
 use super::value::{fmt_duration, fmt_size};
 
 fn ty_name(ty: Ty) -> String {
@@ -139,7 +141,7 @@ pub fn markdown() -> String {
     }
     let _ = write!(
         out,
-        "\n## Other environment variables\n\n| variable | meaning |\n| --- | --- |\n| `{ENV_CONFIG_FILE}` | The configuration file, when `--config` is not given. |\n"
+        "\n## Other environment variables\n\n| variable | meaning |\n| --- | --- |\n| `{ENV_CONFIG_FILE}` | The configuration file, when `--config` is not given. |\n| `{ENV_OTLP_ENDPOINT}` | `trace.otlp_endpoint`, when that key is set by no file, variable or flag. |\n"
     );
     out
 }

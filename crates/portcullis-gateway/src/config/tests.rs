@@ -692,3 +692,65 @@ path = "/plain"
         "no cache key: no route cache"
     );
 }
+
+#[test]
+fn tracing_is_off_by_default_and_reads_the_standard_variable_when_the_key_is_unset() {
+    let (s, _t) = sources(None, &[], &[]);
+    assert!(Config::load(&s).unwrap().trace.is_none());
+
+    let (s, _t) = sources(
+        None,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")],
+        &[],
+    );
+    let t = Config::load(&s).unwrap().trace.expect("on");
+    assert_eq!(t.traces_url, "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(t.service_name, "portcullis");
+    assert_eq!(t.sample_ratio, 1.0);
+
+    // The key wins, even set empty (tracing off whatever the variable says).
+    let (s, _t) = sources(
+        Some("[trace]\notlp_endpoint = \"http://10.0.0.9:4318\"\nsample_ratio = 0.25\n"),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")],
+        &[],
+    );
+    let t = Config::load(&s).unwrap().trace.expect("on");
+    assert_eq!(t.traces_url, "http://10.0.0.9:4318/v1/traces");
+    assert_eq!(t.sample_ratio, 0.25);
+    let (s, _t) = sources(
+        None,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("PORTCULLIS_TRACE_OTLP_ENDPOINT", ""),
+        ],
+        &[],
+    );
+    assert!(Config::load(&s).unwrap().trace.is_none());
+}
+
+#[test]
+fn bad_trace_settings_are_refused_naming_the_key() {
+    for (env, key) in [
+        (
+            ("PORTCULLIS_TRACE_SAMPLE_RATIO", "1.5"),
+            "trace.sample_ratio",
+        ),
+        (
+            ("PORTCULLIS_TRACE_SAMPLE_RATIO", "-0.1"),
+            "trace.sample_ratio",
+        ),
+        (
+            ("PORTCULLIS_TRACE_OTLP_ENDPOINT", "grpc://x:4317"),
+            "trace.otlp_endpoint",
+        ),
+        (
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (("PORTCULLIS_TRACE_SERVICE_NAME", " "), "trace.service_name"),
+    ] {
+        let (s, _t) = sources(None, &[env], &[]);
+        let errs = Config::load(&s).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.key == key), "{env:?}: {errs:?}");
+    }
+}

@@ -3,6 +3,9 @@
 //! Every string is escaped so that no input can forge or split a line: besides what JSON
 //! requires, C1 controls, DEL and U+2028/U+2029 are written as `\uXXXX`. Fields whose
 //! names are in the redaction list are written as `"[redacted]"` whatever they hold.
+//!
+//! A line written while a request is being answered carries that request's `request_id`
+//! and `trace_id` ([`super::scope`]), unless the event names them itself.
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
@@ -140,12 +143,35 @@ impl Redact {
 struct Visitor<'a> {
     out: &'a mut String,
     redact: &'a Redact,
+    /// Whether `request_id` / `trace_id` were written, so the request's are not added
+    /// a second time.
+    has_request_id: bool,
+    has_trace_id: bool,
+}
+
+impl<'a> Visitor<'a> {
+    fn new(out: &'a mut String, redact: &'a Redact) -> Self {
+        Self {
+            out,
+            redact,
+            has_request_id: false,
+            has_trace_id: false,
+        }
+    }
 }
 
 impl Visitor<'_> {
     fn key(&mut self, field: &Field) -> bool {
         let name = match field.name() {
             "message" => "msg",
+            "request_id" => {
+                self.has_request_id = true;
+                "request_id"
+            }
+            "trace_id" => {
+                self.has_trace_id = true;
+                "trace_id"
+            }
             n => n,
         };
         // Field names are Rust identifiers: nothing in them needs escaping.
@@ -217,10 +243,7 @@ impl<'writer> FormatFields<'writer> for JsonFields {
         fields: R,
     ) -> fmt::Result {
         let mut out = String::new();
-        fields.record(&mut Visitor {
-            out: &mut out,
-            redact: &self.redact,
-        });
+        fields.record(&mut Visitor::new(&mut out, &self.redact));
         writer.write_str(&out)
     }
 }
@@ -258,10 +281,20 @@ where
         out.push('"');
         out.push_str(",\"target\":");
         write_str(&mut out, event.metadata().target());
-        event.record(&mut Visitor {
-            out: &mut out,
-            redact: &self.redact,
-        });
+        let mut visitor = Visitor::new(&mut out, &self.redact);
+        event.record(&mut visitor);
+        let (has_request_id, has_trace_id) = (visitor.has_request_id, visitor.has_trace_id);
+        if let Some(request) = super::scope::current() {
+            // Ids are `[A-Za-z0-9._-]` and hex: escaped anyway, as every value is.
+            if !has_request_id {
+                out.push_str(",\"request_id\":");
+                write_str(&mut out, request.request_id());
+            }
+            if !has_trace_id {
+                out.push_str(",\"trace_id\":");
+                write_str(&mut out, request.trace_id());
+            }
+        }
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {

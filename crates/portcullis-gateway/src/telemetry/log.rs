@@ -1,15 +1,16 @@
-//! Installing the log subscriber: JSON or pretty, to standard output or a rotated file.
+//! Installing the log subscriber: JSON or pretty, to standard output or a rotated file
+//! ([`super::rolling`]).
 
 use std::io::IsTerminal;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_appender::rolling::{RollingFileAppender, Rotation as AppenderRotation};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::json::{JsonFields, JsonLines, Redact};
-use crate::config::{ConfigError, LogConfig, LogFormat, Origin, Rotation};
+use super::rolling::RollingWriter;
+use crate::config::{ConfigError, LogConfig, LogFormat, Origin};
 
 /// Flushes buffered log lines when dropped: keep it alive until the process ends.
 #[derive(Debug)]
@@ -44,18 +45,15 @@ pub fn open(cfg: &LogConfig) -> Result<Box<dyn std::io::Write + Send>, ConfigErr
         .unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-    let rotation = match cfg.rotation {
-        Rotation::Hourly => AppenderRotation::HOURLY,
-        Rotation::Daily => AppenderRotation::DAILY,
-        Rotation::Never => AppenderRotation::NEVER,
-    };
-    let appender = RollingFileAppender::builder()
-        .rotation(rotation)
-        .filename_prefix(name)
-        .max_log_files(cfg.retain)
-        .build(dir)
-        .map_err(|e| err(format!("cannot open a log file in {}: {e}", dir.display())))?;
-    Ok(Box::new(appender))
+    let writer = RollingWriter::new(
+        dir,
+        name,
+        cfg.rotation,
+        cfg.retain,
+        std::sync::Arc::new(portcullis_core::SystemClock),
+    )
+    .map_err(|e| err(format!("cannot open a log file in {}: {e}", dir.display())))?;
+    Ok(Box::new(writer))
 }
 
 /// Installs the global subscriber writing to `output`.

@@ -22,7 +22,7 @@
 //!   purge by prefix or tag, and a response fetched while a purge was on its way is never
 //!   stored past it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,7 @@ use portcullis_core::Clock;
 use portcullis_core::store::purges::{PURGE_LOG_LEN, PURGE_PAGE};
 use portcullis_core::store::{FailMode, Routed, SharedStore};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::body::Body;
 
@@ -371,6 +372,8 @@ pub struct ResponseCache {
     /// The rule of routes without `cache = {…}` when `cache.enabled`.
     all_routes: Option<RouteCache>,
     log: Mutex<PurgeLog>,
+    /// Misses being fetched: later requests for the same key wait for them.
+    fetching: InFlight,
     metrics: CacheMetrics,
 }
 
@@ -421,6 +424,41 @@ pub struct Pending {
     seq: u64,
     /// `false` for `HEAD`: its answer has no body to store.
     store: bool,
+    /// Held while this request is the one fetching its key: dropped when its answer is
+    /// stored (or turns out not to be), waking the requests waiting for it.
+    _fetching: Option<Fetching>,
+}
+
+/// The misses being fetched, by key.
+type InFlight = Arc<Mutex<HashMap<Arc<str>, Arc<Notify>>>>;
+
+/// The longest a request waits for another request's answer to the same key before
+/// fetching its own (nginx's `proxy_cache_lock_timeout` default).
+pub const COLLAPSE_WAIT: Duration = Duration::from_secs(5);
+
+/// This request is fetching its key; the others wait until this is dropped.
+#[derive(Debug)]
+struct Fetching {
+    map: InFlight,
+    key: Arc<str>,
+    notify: Arc<Notify>,
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map
+            .get(&self.key)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            map.remove(&self.key);
+        }
+        drop(map);
+        self.notify.notify_waiters();
+    }
 }
 
 impl ResponseCache {
@@ -448,6 +486,7 @@ impl ResponseCache {
             max_body: cfg.max_body,
             all_routes: cfg.enabled.then(RouteCache::default),
             log: Mutex::new(PurgeLog::default()),
+            fetching: InFlight::default(),
             metrics: CacheMetrics {
                 hit: counter!(CACHE_REQUESTS_TOTAL, "result" => "hit"),
                 miss: counter!(CACHE_REQUESTS_TOTAL, "result" => "miss"),
@@ -492,38 +531,92 @@ impl ResponseCache {
         };
         let primary = primary(path, query);
         let key = variant_key(&primary, headers, subject, peer_trusted);
-        let seq = self.log.lock().expect("purge log").applied;
-        let pending = Pending {
-            key: key.clone(),
+        let head = method == Method::HEAD;
+        if !refresh {
+            let now = self.clock.system_time();
+            if let Some(e) = self.find(&key, now).await.filter(|e| e.selects(headers)) {
+                self.metrics.hit.increment(1);
+                return Lookup::Hit(self.respond(&e, head, now));
+            }
+        }
+        // A miss: the first request for the key fetches it; the others wait (a while) for
+        // its answer instead of all going to the upstream at once.
+        // (A request asking for a fresh answer fetches its own.)
+        let fetching = match if refresh {
+            Err(())
+        } else {
+            self.lead_or_wait(&key).await
+        } {
+            Ok(lead) => Some(lead),
+            Err(()) if refresh => None,
+            Err(()) => {
+                let now = self.clock.system_time();
+                let stored = self.memory.get(&key);
+                if let Some(e) = stored.filter(|e| e.fresh_at(now) && e.selects(headers)) {
+                    self.metrics.hit.increment(1);
+                    return Lookup::Hit(self.respond(&e, head, now));
+                }
+                None
+            }
+        };
+        self.metrics.miss.increment(1);
+        Lookup::Miss(Pending {
+            key,
             primary: primary.into_boxed_str(),
             rule: rule.clone(),
             request_headers: headers.clone(),
-            seq,
-            store: method == Method::GET,
-        };
-        if refresh {
-            self.metrics.miss.increment(1);
-            return Lookup::Miss(pending);
-        }
-        let now = self.clock.system_time();
-        let found = match self.memory.get(&key) {
+            seq: self.log.lock().expect("purge log").applied,
+            store: !head,
+            _fetching: fetching,
+        })
+    }
+
+    /// The fresh entry of `key`, from memory, else from the shared tier.
+    async fn find(&self, key: &Arc<str>, now: SystemTime) -> Option<Arc<Entry>> {
+        match self.memory.get(key) {
             Some(e) if e.fresh_at(now) => Some(e),
             Some(_) => {
-                self.memory.invalidate(&key);
+                self.memory.invalidate(key);
                 None
             }
-            None => self.shared_get(&key, now).await,
-        };
-        match found {
-            Some(e) if e.selects(headers) => {
-                self.metrics.hit.increment(1);
-                Lookup::Hit(self.respond(&e, method == Method::HEAD, now))
-            }
-            _ => {
-                self.metrics.miss.increment(1);
-                Lookup::Miss(pending)
-            }
+            None => self.shared_get(key, now).await,
         }
+    }
+
+    /// `Ok`: nobody was fetching `key`, and this request now is (until the guard drops).
+    /// `Err`: another request was; this one waited for it to finish (at most
+    /// [`COLLAPSE_WAIT`]).
+    async fn lead_or_wait(&self, key: &Arc<str>) -> Result<Fetching, ()> {
+        let notify = {
+            let mut map = self.fetching.lock().expect("in-flight misses");
+            match map.get(key) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = Arc::new(Notify::new());
+                    map.insert(key.clone(), n.clone());
+                    return Ok(Fetching {
+                        map: self.fetching.clone(),
+                        key: key.clone(),
+                        notify: n,
+                    });
+                }
+            }
+        };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before looking again: the leader removes its entry under the lock
+        // and then wakes whoever registered, so the wake-up cannot be missed.
+        notified.as_mut().enable();
+        let still = self
+            .fetching
+            .lock()
+            .expect("in-flight misses")
+            .get(key)
+            .is_some_and(|n| Arc::ptr_eq(n, &notify));
+        if still {
+            let _ = tokio::time::timeout(COLLAPSE_WAIT, notified).await;
+        }
+        Err(())
     }
 
     fn bypass(&self) -> Lookup {
@@ -609,6 +702,7 @@ impl ResponseCache {
         for h in [header::AGE, X_CACHE, portcullis::request_id::X_REQUEST_ID] {
             headers.remove(h);
         }
+        let fetching = pending._fetching;
         let (parts, body) = res.into_parts();
         let cache = self.clone();
         let template = Entry {
@@ -630,7 +724,9 @@ impl ResponseCache {
             size: 0,
             limit: self.max_body,
             done: Some(Box::new(move |body| {
-                cache.insert(key, Entry { body, ..template })
+                cache.insert(key, Entry { body, ..template });
+                // Stored: the requests waiting for this answer find it now.
+                drop(fetching);
             })),
         };
         Response::from_parts(parts, Body::new(capture))
@@ -1049,6 +1145,79 @@ mod tests {
         assert!(body.is_empty());
         assert_eq!(head.headers()[header::CONTENT_LENGTH], "5");
         assert!(!head.headers().contains_key(header::TRANSFER_ENCODING));
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_key_wait_for_the_first_answer() {
+        let (c, _) = cache(false);
+        let r = rule(30, &[]);
+        let h = HeaderMap::new();
+        let Lookup::Miss(leader) = c
+            .lookup(&r, &Method::GET, &h, "/hot", None, None, false)
+            .await
+        else {
+            panic!("expected a miss")
+        };
+        let mut followers = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let (c, r) = (c.clone(), r.clone());
+            followers.spawn(async move {
+                match c
+                    .lookup(
+                        &r,
+                        &Method::GET,
+                        &HeaderMap::new(),
+                        "/hot",
+                        None,
+                        None,
+                        false,
+                    )
+                    .await
+                {
+                    Lookup::Hit(res) => read(res).await.1,
+                    other => panic!("a follower got {other:?}"),
+                }
+            });
+        }
+        // The followers are waiting; the leader's answer arrives and streams through.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            followers.try_join_next().is_none(),
+            "followers did not wait"
+        );
+        read(c.fill(leader, upstream("fetched once", &[]))).await;
+        while let Some(body) = followers.join_next().await {
+            assert_eq!(&body.unwrap()[..], b"fetched once");
+        }
+        // A leader whose answer is not stored wakes the others, who fetch their own.
+        let Lookup::Miss(leader) = c
+            .lookup(&r, &Method::GET, &h, "/cold", None, None, false)
+            .await
+        else {
+            panic!("expected a miss")
+        };
+        let c2 = c.clone();
+        let r2 = r.clone();
+        let follower = tokio::spawn(async move {
+            c2.lookup(
+                &r2,
+                &Method::GET,
+                &HeaderMap::new(),
+                "/cold",
+                None,
+                None,
+                false,
+            )
+            .await
+            .as_str()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        read(c.fill(leader, upstream("private", &[("cache-control", "private")]))).await;
+        assert_eq!(follower.await.unwrap(), "miss");
+        assert!(
+            c.fetching.lock().unwrap().is_empty(),
+            "no leader left behind"
+        );
     }
 
     #[tokio::test]

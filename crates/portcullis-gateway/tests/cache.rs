@@ -207,6 +207,27 @@ async fn a_cached_route_answers_hits_with_age_and_stores_nothing_it_must_not() {
     // Another query is another entry.
     assert_eq!(x_cache(&get(&gw, "/products/1?page=3", &[]).await), "MISS");
 
+    // Concurrent misses of one key wait for the first answer: one upstream call.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let url = gw.url("/products/slow");
+        tasks.spawn(async move {
+            let r = send("GET", &url, &[("x-upstream-delay", "300ms")], None).await;
+            (r.status.as_u16(), x_cache(&r).to_owned())
+        });
+    }
+    let mut seen = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        seen.push(r.unwrap());
+    }
+    assert_eq!(upstream_hits(&up, "/products/slow").await, 1, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|(_, x)| x == "MISS").count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|(s, _)| *s == 200), "{seen:?}");
+
     // Requests that could poison an entry bypass it, and reach the upstream.
     for (name, value) in [
         ("x-forwarded-host", "evil.example"),

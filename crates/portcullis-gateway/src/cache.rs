@@ -34,7 +34,10 @@ use metrics::{Counter, counter, describe_counter};
 use pin_project_lite::pin_project;
 use portcullis::BoxError;
 use portcullis::RejectionBody;
-use portcullis::cache::{RequestClass, classify, selecting_value, storable, vary_names};
+use portcullis::cache::{
+    NOT_MODIFIED_FIELDS, RequestClass, classify, not_modified, selecting_value, storable,
+    vary_names,
+};
 use portcullis_core::Clock;
 use portcullis_core::store::purges::{PURGE_LOG_LEN, PURGE_PAGE};
 use portcullis_core::store::{FailMode, Routed, SharedStore};
@@ -536,7 +539,7 @@ impl ResponseCache {
             let now = self.clock.system_time();
             if let Some(e) = self.find(&key, now).await.filter(|e| e.selects(headers)) {
                 self.metrics.hit.increment(1);
-                return Lookup::Hit(self.respond(&e, head, now));
+                return Lookup::Hit(self.respond(&e, headers, head, now));
             }
         }
         // A miss: the first request for the key fetches it; the others wait (a while) for
@@ -554,7 +557,7 @@ impl ResponseCache {
                 let stored = self.memory.get(&key);
                 if let Some(e) = stored.filter(|e| e.fresh_at(now) && e.selects(headers)) {
                     self.metrics.hit.increment(1);
-                    return Lookup::Hit(self.respond(&e, head, now));
+                    return Lookup::Hit(self.respond(&e, headers, head, now));
                 }
                 None
             }
@@ -646,11 +649,23 @@ impl ResponseCache {
         Some(e)
     }
 
-    fn respond(&self, e: &Entry, head: bool, now: SystemTime) -> Response<Body> {
-        let body = if head { Bytes::new() } else { e.body.clone() };
-        let mut res = Response::new(Body::from_bytes(body));
-        *res.status_mut() = e.status;
-        *res.headers_mut() = e.headers.clone();
+    fn respond(&self, e: &Entry, req: &HeaderMap, head: bool, now: SystemTime) -> Response<Body> {
+        let mut res = if e.status == StatusCode::OK && not_modified(req, &e.headers) {
+            let mut res = Response::new(Body::from_bytes(Bytes::new()));
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            for name in NOT_MODIFIED_FIELDS {
+                for v in e.headers.get_all(name) {
+                    res.headers_mut().append(name, v.clone());
+                }
+            }
+            res
+        } else {
+            let body = if head { Bytes::new() } else { e.body.clone() };
+            let mut res = Response::new(Body::from_bytes(body));
+            *res.status_mut() = e.status;
+            *res.headers_mut() = e.headers.clone();
+            res
+        };
         let age = portcullis::cache::current_age(e.initial_age, e.stored_at, now);
         res.headers_mut()
             .insert(header::AGE, HeaderValue::from(age));

@@ -228,6 +228,27 @@ async fn a_cached_route_answers_hits_with_age_and_stores_nothing_it_must_not() {
     );
     assert!(seen.iter().all(|(s, _)| *s == 200), "{seen:?}");
 
+    // Revalidations are answered from the entry's validators.
+    get(
+        &gw,
+        "/products/etag",
+        &[("x-upstream-set", "etag: W/\"v1\"")],
+    )
+    .await;
+    let r = send(
+        "GET",
+        &gw.url("/products/etag"),
+        &[("if-none-match", "\"v1\"")],
+        None,
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), x_cache(&r)), (304, "HIT"));
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), Some("W/\"v1\""));
+    let r = get(&gw, "/products/etag", &[("if-none-match", "\"v2\"")]).await;
+    assert_eq!((r.status.as_u16(), x_cache(&r)), (200, "HIT"));
+    assert_eq!(upstream_hits(&up, "/products/etag").await, 1);
+
     // Requests that could poison an entry bypass it, and reach the upstream.
     for (name, value) in [
         ("x-forwarded-host", "evil.example"),

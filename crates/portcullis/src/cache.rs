@@ -138,13 +138,10 @@ pub fn classify(method: &Method, headers: &HeaderMap, peer_trusted: bool) -> Req
     if headers.contains_key(header::RANGE) || headers.contains_key(header::IF_RANGE) {
         return RequestClass::Bypass("range request");
     }
-    // Conditional requests go to the upstream, which knows its validators.
-    if headers.contains_key(header::IF_NONE_MATCH)
-        || headers.contains_key(header::IF_MODIFIED_SINCE)
-        || headers.contains_key(header::IF_MATCH)
-        || headers.contains_key(header::IF_UNMODIFIED_SINCE)
-    {
-        return RequestClass::Bypass("conditional request");
+    // `If-None-Match` and `If-Modified-Since` are answered from a stored answer's
+    // validators ([`not_modified`]); preconditions meant for writes go to the upstream.
+    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+        return RequestClass::Bypass("precondition");
     }
     let d = Directives::parse(headers);
     if d.no_store {
@@ -334,6 +331,51 @@ pub fn selecting_value(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderV
     HeaderValue::from_bytes(&joined).ok()
 }
 
+/// Whether a `GET` or `HEAD` with these request headers is answered `304 Not Modified`
+/// by a stored answer with these response headers (RFC 9110 §13.1.2, §13.1.3): its
+/// `If-None-Match` lists the answer's `ETag` (weak comparison) or is `*`; without
+/// `If-None-Match`, its `If-Modified-Since` is not before the answer's `Last-Modified`.
+pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let etag = stored
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(opaque_tag);
+    let mut asked = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .peekable();
+    if asked.peek().is_some() {
+        return asked.any(|t| t == "*" || etag.is_some_and(|e| opaque_tag(t) == e));
+    }
+    match (
+        http_date(request, header::IF_MODIFIED_SINCE),
+        http_date(stored, header::LAST_MODIFIED),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// An entity tag without its weakness indicator: `W/"x"` and `"x"` compare equal.
+fn opaque_tag(t: &str) -> &str {
+    t.trim().strip_prefix("W/").unwrap_or(t.trim())
+}
+
+/// The header fields a `304` carries from the stored answer (RFC 9110 §15.4.5).
+pub const NOT_MODIFIED_FIELDS: &[HeaderName] = &[
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+    header::LAST_MODIFIED,
+];
+
 /// The current age (seconds) of an entry stored at `stored_at` with `initial_age`.
 pub fn current_age(initial_age: u64, stored_at: SystemTime, now: SystemTime) -> u64 {
     initial_age + now.duration_since(stored_at).map_or(0, |d| d.as_secs())
@@ -403,8 +445,8 @@ mod tests {
             ("x-rewrite-url", "/admin"),
             ("x-http-method-override", "DELETE"),
             ("range", "bytes=0-1"),
-            ("if-none-match", "\"a\""),
-            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("if-match", "\"a\""),
+            ("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
             ("cache-control", "no-store"),
         ] {
             assert!(
@@ -604,6 +646,43 @@ mod tests {
             Err(NotStored::Stale)
         );
         assert_eq!(current_age(10, now(), now() + Duration::from_secs(5)), 15);
+    }
+
+    #[test]
+    fn validators_decide_not_modified() {
+        let stored = h(&[("etag", "W/\"v1\""), ("last-modified", &date(-100))]);
+        for (inm, expect) in [
+            ("\"v1\"", true),
+            ("W/\"v1\"", true),
+            ("\"v0\", \"v1\"", true),
+            ("*", true),
+            ("\"v2\"", false),
+        ] {
+            assert_eq!(
+                not_modified(&h(&[("if-none-match", inm)]), &stored),
+                expect,
+                "{inm}"
+            );
+        }
+        // If-None-Match wins over If-Modified-Since.
+        assert!(!not_modified(
+            &h(&[("if-none-match", "\"v2\""), ("if-modified-since", &date(0))]),
+            &stored
+        ));
+        assert!(not_modified(
+            &h(&[("if-modified-since", &date(0))]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &h(&[("if-modified-since", &date(-200))]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &h(&[("if-modified-since", "garbage")]),
+            &stored
+        ));
+        assert!(!not_modified(&h(&[]), &stored));
+        assert!(!not_modified(&h(&[("if-none-match", "\"v1\"")]), &h(&[])));
     }
 
     #[test]

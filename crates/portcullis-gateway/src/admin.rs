@@ -135,13 +135,18 @@ struct Admin(Arc<portcullis_core::token::Identity>);
 /// An audit record of an admin change: to the log stream (with the old and new values)
 /// and to the audit file.
 /// What was changed is `resource`: the log line's own `target` is `portcullis::audit`.
+/// The values are logged whole, so they are redacted as a request's would be
+/// (`log.redact_fields`): a purge key is a URL that may hold a `?token=`.
 fn audit(
+    s: &AdminState,
     admin: &Admin,
     action: &str,
     resource: &str,
     old: &serde_json::Value,
     new: &serde_json::Value,
 ) {
+    let redact = crate::telemetry::json::Redact::new(s.config.log.redact_fields.iter().cloned());
+    let (old, new) = (redact.json(old), redact.json(new));
     tracing::info!(
         target: "portcullis::audit",
         action,
@@ -348,7 +353,7 @@ async fn rl_put(
         Ok(old) => {
             let old = old.map_or(serde_json::Value::Null, |o| override_json(&key, &o));
             let new = override_json(&key, &ov);
-            audit(&admin, "rate_limit.override.set", &key, &old, &new);
+            audit(&s, &admin, "rate_limit.override.set", &key, &old, &new);
             json_response(StatusCode::OK, new.to_string().into_bytes())
         }
         Err(()) => store_down(),
@@ -370,6 +375,7 @@ async fn rl_delete(
     match l.remove_override(&key).await {
         Ok(Some(old)) => {
             audit(
+                &s,
                 &admin,
                 "rate_limit.override.remove",
                 &key,
@@ -393,6 +399,7 @@ async fn rl_clear(
     match l.clear_overrides().await {
         Ok(n) => {
             audit(
+                &s,
                 &admin,
                 "rate_limit.override.clear",
                 "*",
@@ -420,6 +427,7 @@ async fn rl_reset(
     match l.reset_counters(&key).await {
         Ok(()) => {
             audit(
+                &s,
                 &admin,
                 "rate_limit.counters.reset",
                 &key,
@@ -459,6 +467,7 @@ async fn unlock(
     match s.store.lockout_unlock(&user).await {
         Routed::Shared(found) | Routed::Local(found) => {
             audit(
+                &s,
                 &admin,
                 "account.unlock",
                 user.as_str(),
@@ -505,6 +514,7 @@ async fn cache_purge(
     match s.cache.purge(purge).await {
         Ok(removed) => {
             audit(
+                &s,
                 &admin,
                 "cache.purge",
                 "cache",
@@ -520,6 +530,7 @@ async fn cache_purge(
         }
         Err(removed) => {
             audit(
+                &s,
                 &admin,
                 "cache.purge",
                 "cache",

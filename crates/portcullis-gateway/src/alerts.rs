@@ -5,7 +5,9 @@
 //! full the event is dropped and counted in `portcullis_alerts_dropped_total`). One task
 //! folds them: the first event of a kind and key is sent at once; the same kind and key
 //! again within `alerts.dedup_window` is folded, and when the window ends one alert says
-//! how many were folded (`count`). A threshold rule raises its own alert,
+//! how many were folded (`count`). That alert opens the next window, so events that keep
+//! coming give one alert per window; a window with nothing folded ends the run, and the
+//! next event is sent at once again. A threshold rule raises its own alert,
 //! `suspicious_activity`, when one source causes `alerts.suspicious_per_minute`
 //! `invalid_token` or `csrf_rejected` events within a minute.
 //!
@@ -188,17 +190,24 @@ async fn fold(
                     if now.duration_since(w.opened) < cfg.dedup_window {
                         return true;
                     }
-                    if w.folded > 0 {
-                        let _ = out.send(Alert {
-                            kind: kind.as_str(),
-                            key: key.clone(),
-                            summary: format!("{} (and {} more like it)", w.summary, w.folded - 1),
-                            count: w.folded,
-                            first_seen: std::mem::take(&mut w.first),
-                            last_seen: std::mem::take(&mut w.last),
-                        });
+                    if w.folded == 0 {
+                        // A quiet window ends the run: the next event is sent at once.
+                        return false;
                     }
-                    false
+                    let _ = out.send(Alert {
+                        kind: kind.as_str(),
+                        key: key.clone(),
+                        summary: format!("{} (and {} more like it)", w.summary, w.folded - 1),
+                        count: w.folded,
+                        first_seen: std::mem::take(&mut w.first),
+                        last_seen: std::mem::take(&mut w.last),
+                    });
+                    // The alert just sent opens the next window: events that keep coming
+                    // are folded into it, one alert per window, never this one and a
+                    // fresh "first" one back to back.
+                    w.opened = now;
+                    w.folded = 0;
+                    true
                 });
                 suspicious.retain(|_, t| t.back().is_some_and(|t| now.duration_since(*t) <= Duration::from_secs(60)));
             }

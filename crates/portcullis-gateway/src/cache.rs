@@ -137,6 +137,16 @@ impl Purge {
         }
     }
 
+    /// What it purges by: `key`, `prefix`, `tag` or `path`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Purge::Key(_) => "key",
+            Purge::Prefix(_) => "prefix",
+            Purge::Tag(_) => "tag",
+            Purge::Path(_) => "path",
+        }
+    }
+
     /// Its JSON form, as the admin API takes it and the shared log holds it.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -819,7 +829,9 @@ impl ResponseCache {
         match self.store.cache_purge_publish(&p.to_json()).await {
             Ok(_) => Ok(removed),
             Err(e) => {
-                tracing::warn!(error = %e, purge = %p.to_json(), "cache purge applied on this instance only: the shared store is unavailable");
+                // Only the kind: a key is a URL whose query may hold a secret, and the
+                // admin API's own (redacted) audit line names the purge in full.
+                tracing::warn!(error = %e, purge = p.kind(), "cache purge applied on this instance only: the shared store is unavailable");
                 Err(removed)
             }
         }

@@ -97,6 +97,16 @@ impl GatewayCmd {
 
     /// Starts the gateway and waits for its `listening` log line.
     pub fn start(&self) -> GatewayProcess {
+        self.start_reading_listening_from(None)
+    }
+
+    /// Starts a gateway that logs to files in `log_dir` (`log.file`), and waits for the
+    /// `listening` line in one of them. Its standard output and error are still kept.
+    pub fn start_logging_to(&self, log_dir: &Path) -> GatewayProcess {
+        self.start_reading_listening_from(Some(log_dir))
+    }
+
+    fn start_reading_listening_from(&self, log_dir: Option<&Path>) -> GatewayProcess {
         let mut child = self
             .command()
             .stdout(Stdio::piped())
@@ -108,17 +118,12 @@ impl GatewayCmd {
         let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, SocketAddr)>();
         let stdout = child.stdout.take().expect("stdout");
         let out_lines = lines.clone();
+        let stdout_tx = tx;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["msg"] == "listening"
-                {
-                    let l = v["listen"].as_str().and_then(|s| s.parse().ok());
-                    let a = v["admin_listen"].as_str().and_then(|s| s.parse().ok());
-                    if let (Some(l), Some(a)) = (l, a) {
-                        let _ = tx.send((l, a));
-                    }
+                if let Some(addrs) = listening(&line) {
+                    let _ = stdout_tx.send(addrs);
                 }
                 out_lines.lock().unwrap().push(line);
             }
@@ -131,15 +136,42 @@ impl GatewayCmd {
                 err_lines.lock().unwrap().push(line);
             }
         });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok((listen, admin)) => GatewayProcess {
+        let found = match log_dir {
+            None => rx.recv_timeout(Duration::from_secs(20)).ok(),
+            Some(dir) => {
+                let start = Instant::now();
+                loop {
+                    if let Some(addrs) = log_files(dir)
+                        .iter()
+                        .flat_map(|f| {
+                            std::fs::read_to_string(f)
+                                .unwrap_or_default()
+                                .lines()
+                                .map(str::to_owned)
+                                .collect::<Vec<_>>()
+                        })
+                        .find_map(|l| listening(&l))
+                    {
+                        break Some(addrs);
+                    }
+                    if start.elapsed() > Duration::from_secs(20)
+                        || child.try_wait().ok().flatten().is_some()
+                    {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        match found {
+            Some((listen, admin)) => GatewayProcess {
                 child,
                 listen,
                 admin,
                 lines,
                 errs,
             },
-            Err(_) => {
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 std::thread::sleep(Duration::from_millis(100));
@@ -151,6 +183,31 @@ impl GatewayCmd {
             }
         }
     }
+}
+
+/// The listen and admin addresses of a `listening` log line.
+fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+    if v["msg"] != "listening" {
+        return None;
+    }
+    let l = v["listen"].as_str()?.parse().ok()?;
+    let a = v["admin_listen"].as_str()?.parse().ok()?;
+    Some((l, a))
+}
+
+/// The files of `dir` (a gateway's log files: `log.file` and its rotated siblings), sorted.
+pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
 
 /// A running gateway; killed on drop.

@@ -14,6 +14,13 @@
 //! | `x-upstream-cut-after: N` | promise `x-upstream-body-bytes`, send N, then drop the connection |
 //! | `x-upstream-stall-after: N` | send N bytes, then stall forever |
 //!
+//! A webhook POST carries none of these headers, so a process can instead be started to
+//! answer every recorded request one way, with `PORTCULLIS_UPSTREAM_ANSWER`
+//! ([`Upstream::start_answering`]): a status such as `503` (the request is recorded, then
+//! answered with that status), or `hang` (the request is read and recorded, and the
+//! connection is then held open with no answer, ever). Control requests are answered as
+//! usual in either mode, so what such a receiver got can still be read.
+//!
 //! With `PORTCULLIS_UPSTREAM_PAGES=DIR` ([`Upstream::start_with_pages`]), `GET /pages/NAME`
 //! serves the file NAME of DIR as HTML, unrecorded. Otherwise it echoes JSON: `method`, `path`, `query`, `headers` (lists of values),
 //! `body_bytes`, `body` (its first 64 KiB, as UTF-8 with invalid bytes replaced), and
@@ -39,9 +46,39 @@ use tokio::net::TcpListener;
 type Recorded = Arc<Mutex<Vec<Value>>>;
 type Out = BoxBody<Bytes, std::io::Error>;
 
+/// The environment variable that makes the process answer every recorded request one way.
+pub const ANSWER_ENV: &str = "PORTCULLIS_UPSTREAM_ANSWER";
+
+/// How a process started with [`ANSWER_ENV`] answers every recorded request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// With this status (and the usual echo body).
+    Status(u16),
+    /// Never: the request is read and recorded, and the connection held open.
+    Hang,
+}
+
+impl Answer {
+    fn from_env() -> Option<Self> {
+        let v = std::env::var(ANSWER_ENV).ok()?;
+        match v.trim() {
+            "hang" => Some(Self::Hang),
+            s => s.parse().ok().map(Self::Status),
+        }
+    }
+
+    fn env_value(self) -> String {
+        match self {
+            Self::Status(s) => s.to_string(),
+            Self::Hang => "hang".into(),
+        }
+    }
+}
+
 /// Serves on `listener` forever.
 pub async fn run(listener: TcpListener) {
     let recorded: Recorded = Arc::default();
+    let answer = Answer::from_env();
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -49,7 +86,7 @@ pub async fn run(listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let recorded = recorded.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, peer, recorded.clone()));
+            let svc = service_fn(move |req| handle(req, peer, recorded.clone(), answer));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -110,6 +147,7 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     recorded: Recorded,
+    answer: Option<Answer>,
 ) -> Result<Response<Out>, Infallible> {
     let (parts, mut body) = req.into_parts();
     if parts.uri.path() == "/__upstream/requests" {
@@ -160,6 +198,16 @@ async fn handle(
         "peer": peer.to_string(),
     });
     recorded.lock().unwrap().push(record.clone());
+    match answer {
+        Some(Answer::Hang) => std::future::pending::<()>().await,
+        Some(Answer::Status(s)) => {
+            let mut res = full(StatusCode::OK, serde_json::to_vec(&record).unwrap());
+            *res.status_mut() =
+                StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(res);
+        }
+        None => {}
+    }
 
     if let Some(d) = parts
         .headers
@@ -264,20 +312,30 @@ impl Upstream {
 
     /// Starts the upstream on `addr`.
     pub fn start_on(addr: SocketAddr) -> Self {
-        Self::spawn(addr, None)
+        Self::spawn(addr, None, None)
+    }
+
+    /// Starts a process that answers every recorded request as `answer` says, whatever
+    /// its headers: a webhook receiver that fails or hangs.
+    pub fn start_answering(answer: Answer) -> Self {
+        Self::spawn(crate::ports::free_addr(), None, Some(answer))
     }
 
     /// Starts an upstream that also serves the files of `dir` as HTML at `/pages/NAME`
     /// (not recorded), for browser tests.
     pub fn start_with_pages(dir: &std::path::Path) -> Self {
-        Self::spawn(crate::ports::free_addr(), Some(dir))
+        Self::spawn(crate::ports::free_addr(), Some(dir), None)
     }
 
-    fn spawn(addr: SocketAddr, pages: Option<&std::path::Path>) -> Self {
+    fn spawn(addr: SocketAddr, pages: Option<&std::path::Path>, answer: Option<Answer>) -> Self {
         let bin = crate::workspace_bin("portcullis-testkit", "portcullis-upstream");
         let mut cmd = Command::new(bin);
+        cmd.env_remove(ANSWER_ENV);
         if let Some(dir) = pages {
             cmd.env(PAGES_ENV, dir);
+        }
+        if let Some(a) = answer {
+            cmd.env(ANSWER_ENV, a.env_value());
         }
         let child = cmd
             .arg(addr.to_string())

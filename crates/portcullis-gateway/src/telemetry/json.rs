@@ -138,6 +138,90 @@ impl Redact {
                 .iter()
                 .any(|f| f.len() == name.len() && f.eq_ignore_ascii_case(name))
     }
+
+    /// `target` (`path?query`, or anything ending so, such as a cache key
+    /// `GET path?query`) with the value of each query parameter whose name is redacted
+    /// written as `[redacted]`. A name is compared percent-decoded, and by each of its
+    /// parts in the nested forms `user[password]` and `user.password`.
+    pub fn query(&self, target: &str) -> String {
+        let Some((head, query)) = target.split_once('?') else {
+            return target.to_owned();
+        };
+        let mut out = String::with_capacity(target.len());
+        out.push_str(head);
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if self.is_redacted_param(name) => {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(pair),
+            }
+        }
+        out
+    }
+
+    fn is_redacted_param(&self, name: &str) -> bool {
+        let name = percent_decode(name);
+        self.is_redacted(&name)
+            || name
+                .split(['[', ']', '.'])
+                .any(|part| !part.is_empty() && self.is_redacted(part))
+    }
+
+    /// `value` with every member whose name is redacted written as `[redacted]`, at any
+    /// depth, and every string that holds a query ([`Redact::query`]) redacted as one:
+    /// for JSON that is logged whole, such as an admin change.
+    pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if self.is_redacted(k) {
+                            Value::String(REDACTED.into())
+                        } else {
+                            self.json(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v)).collect()),
+            Value::String(s) if s.contains('?') => Value::String(self.query(s)),
+            other => other.clone(),
+        }
+    }
+}
+
+/// `%XX` decoded and `+` read as a space, as in a form-encoded name; invalid escapes kept.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 struct Visitor<'a> {
@@ -340,6 +424,60 @@ mod tests {
             assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
             assert_eq!(out.len(), text.len() + 2, "{text:?} was escaped needlessly");
         }
+    }
+
+    #[test]
+    fn query_parameters_are_redacted_by_name_however_written() {
+        let r = Redact::new(["password".to_string(), "token".to_string()]);
+        for (name, target, want) in [
+            ("no query", "/a/b", "/a/b"),
+            ("nothing to hide", "/a?page=2&q=x", "/a?page=2&q=x"),
+            (
+                "a cache key",
+                "GET /p?page=1&token=s3&password=s4",
+                "GET /p?page=1&token=[redacted]&password=[redacted]",
+            ),
+            ("case", "/a?TOKEN=s", "/a?TOKEN=[redacted]"),
+            (
+                "encoded name",
+                "/a?pass%77ord=s&x=1",
+                "/a?pass%77ord=[redacted]&x=1",
+            ),
+            (
+                "nested",
+                "/a?user[password]=s",
+                "/a?user[password]=[redacted]",
+            ),
+            ("dotted", "/a?user.token=s", "/a?user.token=[redacted]"),
+            (
+                "repeated",
+                "/a?token=1&token=2",
+                "/a?token=[redacted]&token=[redacted]",
+            ),
+            ("no value", "/a?token&x=1", "/a?token&x=1"),
+            ("empty value", "/a?token=", "/a?token=[redacted]"),
+            ("bad escape", "/a?%zztoken=1%", "/a?%zztoken=1%"),
+        ] {
+            assert_eq!(r.query(target), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn json_members_and_queries_inside_are_redacted_at_depth() {
+        let r = Redact::new(["password".to_string(), "token".to_string()]);
+        let v = serde_json::json!({
+            "key": "GET /p?token=s1&page=2",
+            "a": [{ "password": "s2", "b": { "Token": { "x": "s3" } } }],
+            "n": 3,
+        });
+        assert_eq!(
+            r.json(&v),
+            serde_json::json!({
+                "key": "GET /p?token=[redacted]&page=2",
+                "a": [{ "password": "[redacted]", "b": { "Token": "[redacted]" } }],
+                "n": 3,
+            })
+        );
     }
 
     #[test]

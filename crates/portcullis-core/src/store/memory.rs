@@ -47,7 +47,9 @@ const EXPIRY_SAMPLE: usize = 2;
 
 #[derive(Clone, Debug)]
 enum Value {
-    Bytes(Bytes),
+    /// Boxed: a rate-limit key (the bulk of a flood) then takes 56 bytes in its shard,
+    /// not 72.
+    Bytes(Box<Bytes>),
     Int(i64),
     /// A GCRA state, kept unencoded on the hot path.
     Gcra(gcra::GcraState),
@@ -57,7 +59,7 @@ impl Value {
     /// The value as Redis would hold it.
     fn to_bytes(&self) -> Bytes {
         match self {
-            Value::Bytes(b) => b.clone(),
+            Value::Bytes(b) => (**b).clone(),
             Value::Int(i) => Bytes::from(i.to_string()),
             Value::Gcra(g) => Bytes::from(g.encode()),
         }
@@ -71,8 +73,35 @@ struct Entry {
     expires_us: u64,
 }
 
+/// A key as the store holds it: a 128-bit keyed hash (SipHash under two random keys) of
+/// the caller's string. Keeping the digest instead of the string saves its allocation
+/// (about 48 bytes for a rate-limit key, a third of an entry's memory); the keys are
+/// secret, so no one can make two strings collide on purpose, and by chance two of a
+/// million keys share a digest with probability about 10^-27.
+type Digest = (u64, u64);
+
+/// Hashes a [`Digest`] for the shard's table: it is already uniformly random.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(32) ^ n;
+    }
+}
+
 struct Shard {
-    map: IndexMap<Box<str>, Entry>,
+    map: IndexMap<Digest, Entry, std::hash::BuildHasherDefault<DigestHasher>>,
     rng: u64,
 }
 
@@ -84,8 +113,8 @@ impl Shard {
         self.rng
     }
 
-    fn live(&mut self, key: &str, now: u64) -> Option<&mut Entry> {
-        let idx = self.map.get_index_of(key)?;
+    fn live(&mut self, key: Digest, now: u64) -> Option<&mut Entry> {
+        let idx = self.map.get_index_of(&key)?;
         if self.map[idx].expires_us <= now {
             self.map.swap_remove_index(idx);
             return None;
@@ -106,8 +135,8 @@ impl Shard {
         }
     }
 
-    fn insert(&mut self, key: &str, entry: Entry, cap: usize, now: u64) {
-        if let Some(e) = self.map.get_mut(key) {
+    fn insert(&mut self, key: Digest, entry: Entry, cap: usize, now: u64) {
+        if let Some(e) = self.map.get_mut(&key) {
             *e = entry;
             return;
         }
@@ -123,7 +152,13 @@ impl Shard {
             }
             self.map.swap_remove_index(victim);
         }
-        self.map.insert(key.into(), entry);
+        if self.map.len() == self.map.capacity() {
+            // Grow by a quarter, not by doubling: a shard just past a power of two would
+            // otherwise hold room for nearly twice its entries (72 bytes each), which is
+            // most of the store's memory at a million keys.
+            self.map.reserve_exact((self.map.len() / 4).max(64));
+        }
+        self.map.insert(key, entry);
     }
 }
 
@@ -135,7 +170,8 @@ pub struct MemoryStore {
 
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    /// Two independently keyed hashers: the two halves of a [`Digest`].
+    hasher: (RandomState, RandomState),
     per_shard: usize,
     clock: Arc<dyn Clock>,
     epoch: Instant,
@@ -165,7 +201,7 @@ impl MemoryStore {
         let shards = (0..SHARDS)
             .map(|i| {
                 Mutex::new(Shard {
-                    map: IndexMap::new(),
+                    map: IndexMap::default(),
                     rng: (seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
                 })
             })
@@ -173,7 +209,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 shards,
-                hasher: RandomState::new(),
+                hasher: (RandomState::new(), RandomState::new()),
                 per_shard,
                 clock,
                 epoch,
@@ -190,14 +226,19 @@ impl MemoryStore {
         )
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let h = self.inner.hasher.hash_one(key) as usize;
+    /// The shard of `key`, locked, and the key's digest.
+    fn shard(&self, key: &str) -> (MutexGuard<'_, Shard>, Digest) {
+        let digest = (
+            self.inner.hasher.0.hash_one(key),
+            self.inner.hasher.1.hash_one(key),
+        );
         // A panic while holding a shard cannot leave an entry half-written: every
         // mutation is a single map operation. So a poisoned lock is still usable.
-        match self.inner.shards[h % SHARDS].lock() {
+        let shard = match self.inner.shards[(digest.1 % SHARDS as u64) as usize].lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        }
+        };
+        (shard, digest)
     }
 
     /// Number of live and not-yet-swept entries.
@@ -240,30 +281,30 @@ impl MemoryStore {
 
     fn get_now(&self, key: &str) -> StoreResult<Option<Bytes>> {
         let now = self.now_us();
-        let mut s = self.shard(key);
-        Ok(s.live(key, now).map(|e| e.value.to_bytes()))
+        let (mut s, digest) = self.shard(key);
+        Ok(s.live(digest, now).map(|e| e.value.to_bytes()))
     }
 
     fn set_now(&self, key: &str, value: Bytes, ttl: Duration, only_if_absent: bool) -> bool {
         let now = self.now_us();
         let cap = self.inner.per_shard;
-        let mut s = self.shard(key);
-        if only_if_absent && s.live(key, now).is_some() {
+        let (mut s, digest) = self.shard(key);
+        if only_if_absent && s.live(digest, now).is_some() {
             return false;
         }
         let entry = Entry {
-            value: Value::Bytes(value),
+            value: Value::Bytes(Box::new(value)),
             expires_us: now.saturating_add(ttl_us(ttl)),
         };
-        s.insert(key, entry, cap, now);
+        s.insert(digest, entry, cap, now);
         true
     }
 
     fn incr_now(&self, key: &str, by: i64, ttl: Duration) -> StoreResult<i64> {
         let now = self.now_us();
         let cap = self.inner.per_shard;
-        let mut s = self.shard(key);
-        if let Some(e) = s.live(key, now) {
+        let (mut s, digest) = self.shard(key);
+        if let Some(e) = s.live(digest, now) {
             let cur = match &e.value {
                 Value::Int(i) => Some(*i),
                 Value::Bytes(b) => std::str::from_utf8(b)
@@ -282,18 +323,18 @@ impl MemoryStore {
             value: Value::Int(by),
             expires_us: now.saturating_add(ttl_us(ttl)),
         };
-        s.insert(key, entry, cap, now);
+        s.insert(digest, entry, cap, now);
         Ok(by)
     }
 
     fn gcra_now(&self, key: &str, params: GcraParams, cost: u32) -> StoreResult<GcraDecision> {
         let now = self.now_us();
         let cap = self.inner.per_shard;
-        let mut s = self.shard(key);
-        let state = gcra_state(&mut s, key, now, params)?;
+        let (mut s, digest) = self.shard(key);
+        let state = gcra_state(&mut s, digest, key, now, params)?;
         let (decision, write) = gcra::decide(now, state, params, cost);
         if let Some(g) = write {
-            s.insert(key, gcra_entry(g), cap, now);
+            s.insert(digest, gcra_entry(g), cap, now);
         }
         Ok(decision)
     }
@@ -306,11 +347,11 @@ impl MemoryStore {
     ) -> StoreResult<Vec<GcraDecision>> {
         let now = self.now_us();
         let cap = self.inner.per_shard;
-        let mut s = self.shard(key);
-        let state = gcra_state(&mut s, key, now, params)?;
+        let (mut s, digest) = self.shard(key);
+        let state = gcra_state(&mut s, digest, key, now, params)?;
         let (decisions, write) = gcra::decide_batch(now, state, params, n);
         if let Some(g) = write {
-            s.insert(key, gcra_entry(g), cap, now);
+            s.insert(digest, gcra_entry(g), cap, now);
         }
         Ok(decisions)
     }
@@ -319,11 +360,12 @@ impl MemoryStore {
 /// The GCRA state of `key`, as the script reads it: unencoded, or in the stored form.
 fn gcra_state(
     s: &mut Shard,
+    digest: Digest,
     key: &str,
     now: u64,
     params: GcraParams,
 ) -> StoreResult<Option<gcra::GcraState>> {
-    match s.live(key, now) {
+    match s.live(digest, now) {
         None => Ok(None),
         Some(Entry {
             value: Value::Gcra(g),
@@ -377,20 +419,20 @@ impl MemoryStore {
     ) -> StoreResult<T> {
         let now = self.now_us();
         let cap = self.inner.per_shard;
-        let mut s = self.shard(key);
-        let current = s.live(key, now).map(|e| e.value.to_bytes());
+        let (mut s, digest) = self.shard(key);
+        let current = s.live(digest, now).map(|e| e.value.to_bytes());
         let (out, write) = f(now, current.as_ref());
         match write {
             Write::Keep => {}
             Write::Delete => {
-                s.map.swap_remove(key);
+                s.map.swap_remove(&digest);
             }
             Write::Set(value, ttl) => {
                 let entry = Entry {
-                    value: Value::Bytes(value),
+                    value: Value::Bytes(Box::new(value)),
                     expires_us: now.saturating_add(ttl_us(ttl)),
                 };
-                s.insert(key, entry, cap, now);
+                s.insert(digest, entry, cap, now);
             }
         }
         Ok(out)
@@ -413,9 +455,9 @@ impl Backend for MemoryStore {
 
     async fn delete(&self, key: &str) -> StoreResult<bool> {
         let now = self.now_us();
-        let mut s = self.shard(key);
-        let existed = s.live(key, now).is_some();
-        s.map.swap_remove(key);
+        let (mut s, digest) = self.shard(key);
+        let existed = s.live(digest, now).is_some();
+        s.map.swap_remove(&digest);
         Ok(existed)
     }
 
@@ -438,8 +480,8 @@ impl Backend for MemoryStore {
 
     async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
         let now = self.now_us();
-        let mut s = self.shard(key);
-        Ok(s.live(key, now)
+        let (mut s, digest) = self.shard(key);
+        Ok(s.live(digest, now)
             .map(|e| Duration::from_micros(e.expires_us - now)))
     }
 

@@ -558,7 +558,7 @@ pub(crate) static KEYS: &[KeyDef] = &[
             max: secs(DAY),
         },
         "\"1m\"",
-        "Events of the same kind and key within this window after one was sent are folded into one later alert whose `count` says how many.",
+        "Events of the same kind and key within this window after one was sent are folded into one alert at the window's end whose `count` says how many; that alert opens the next window, and a window with nothing folded ends silently. At most one alert per kind and key per window.",
     ),
     key(
         "alerts.suspicious_per_minute",
@@ -606,7 +606,7 @@ pub(crate) static KEYS: &[KeyDef] = &[
             max: 100_000_000,
         },
         "1000000",
-        "Most entries the in-memory store holds (the state itself without Redis, the fallback with it). When full, the entries closest to expiry are evicted, so a key flood cannot grow memory. About 130 bytes per entry (a million keys: ~125 MiB).",
+        "Most entries the in-memory store holds (the state itself without Redis, the fallback with it). When full, the entries closest to expiry are evicted, so a key flood cannot grow memory. About 80 bytes per entry (a million keys: ~75 MiB).",
     ),
     key(
         "limits.body",

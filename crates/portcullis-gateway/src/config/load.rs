@@ -724,6 +724,21 @@ impl<'a> Loader<'a> {
                 .any(|d| d.key.starts_with(&format!("{name}.")))
             {
                 match v.get_ref() {
+                    DeValue::Table(t) if t.is_empty() => {
+                        let inner: Vec<&str> = self
+                            .defs
+                            .iter()
+                            .filter_map(|d| d.key.strip_prefix(&format!("{name}.")))
+                            .collect();
+                        self.errors.push(ConfigError {
+                            key: format!("{}{name}", self.prefix),
+                            origin: Some(origin),
+                            message: format!(
+                                "an empty table sets nothing; set one of {}",
+                                inner.join(", ")
+                            ),
+                        });
+                    }
                     DeValue::Table(t) => self.collect_table_at(t, &name),
                     _ => self.errors.push(ConfigError {
                         key: format!("{}{name}", self.prefix),

@@ -154,6 +154,19 @@ fn config_error_table() {
             never: &[],
         },
         Case {
+            name: "route cache as an empty table",
+            file: Some("[[routes]]\nname = \"p\"\npath = \"/p\"\ncache = {}\n"),
+            env: &[],
+            flags: &[],
+            want: &[
+                "routes[0].cache",
+                "empty table",
+                "ttl, tags, per_subject",
+                "line 4",
+            ],
+            never: &[],
+        },
+        Case {
             name: "cache memory below its minimum",
             file: None,
             env: &[("PORTCULLIS_CACHE_MAX_MEMORY", "1KiB")],

@@ -68,6 +68,36 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
     Ok(res)
 }
 
+/// The demo's own route, unless the configuration has one of its name: `/catalog/**`,
+/// cached for 30 s with the tag `catalog`, so the walkthrough can show hits and purges.
+pub fn add_routes(config: &mut crate::config::Config) {
+    if config.routes.iter().any(|r| &*r.name == "catalog") {
+        return;
+    }
+    let Ok(path) = portcullis::path::PathPattern::parse("/catalog/**") else {
+        return;
+    };
+    config.routes.push(crate::config::RouteConfig {
+        name: "catalog".into(),
+        path,
+        methods: None,
+        roles: Vec::new(),
+        login_username_field: None,
+        rate_limit: None,
+        count_failures: false,
+        on_redis_down: None,
+        audit: false,
+        headers: None,
+        body_limit: None,
+        body: None,
+        cache: Some(crate::cache::RouteCache {
+            ttl: Some(std::time::Duration::from_secs(30)),
+            tags: vec!["catalog".to_owned()].into(),
+            per_subject: false,
+        }),
+    });
+}
+
 /// A demo user: name, role, password.
 #[derive(Debug, Clone)]
 pub struct DemoUser {
@@ -167,7 +197,12 @@ pub fn walkthrough(
          \x20 curl -s http://{admin}/admin/security-events -H \"authorization: Bearer $ADMIN_TOKEN\"\n\
          \x20 curl -s http://{admin}/admin/rate-limits/policies -H \"authorization: Bearer $ADMIN_TOKEN\"\n\
          \x20 curl -s -X PUT http://{admin}/admin/rate-limits/overrides/ip:127.0.0.1 -H \"authorization: Bearer $ADMIN_TOKEN\" \\\n\
-         \x20      -d '{{\"limit\":600,\"per\":\"1m\",\"expires_in\":\"10m\"}}'   # raise your own quota for 10 minutes\n"
+         \x20      -d '{{\"limit\":600,\"per\":\"1m\",\"expires_in\":\"10m\"}}'   # raise your own quota for 10 minutes\n\n\
+         The response cache (/catalog/** is cached 30 s, tag catalog):\n\n\
+         \x20 curl -si http://{listen}/catalog/items | grep -iE '^(x-cache|age)'   # x-cache: MISS\n\
+         \x20 curl -si http://{listen}/catalog/items | grep -iE '^(x-cache|age)'   # x-cache: HIT, and its age\n\
+         \x20 curl -s -X POST http://{admin}/admin/cache/purge -H \"authorization: Bearer $ADMIN_TOKEN\" \\\n\
+         \x20      -d '{{\"tag\":\"catalog\"}}'   # the next request is a MISS again\n"
     ));
     out.push_str(&walkthrough_basics(listen, admin, echo));
     out

@@ -333,6 +333,7 @@ fn run(sources: Sources, demo_mode: bool) -> ExitCode {
                     // Tokens as cookies too, so the walkthrough can show a browser
                     // session with its CSRF token.
                     config.auth.cookies = true;
+                    demo::add_routes(&mut config);
                     if config.auth.users_file.is_none() {
                         match demo::create_users(&std::env::temp_dir()) {
                             Ok((path, users)) => {

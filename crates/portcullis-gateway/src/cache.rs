@@ -188,6 +188,8 @@ struct Entry {
     stored_at: SystemTime,
     initial_age: u64,
     fresh_for: Duration,
+    /// How long after going stale it may stand in for a failed upstream.
+    stale_for: Duration,
     /// The last purge its instance had applied when the response was fetched.
     seq: u64,
 }
@@ -201,6 +203,13 @@ impl Entry {
     fn fresh_at(&self, now: SystemTime) -> bool {
         now.duration_since(self.stored_at)
             .is_ok_and(|d| d < self.fresh_for)
+            || now < self.stored_at
+    }
+
+    /// Whether it may still stand in for a failed upstream (`stale-if-error`).
+    fn usable_on_error_at(&self, now: SystemTime) -> bool {
+        now.duration_since(self.stored_at)
+            .is_ok_and(|d| d < self.fresh_for + self.stale_for)
             || now < self.stored_at
     }
 
@@ -224,11 +233,12 @@ impl Entry {
     // strings and headers, then the body.
     fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(self.size() + 64);
-        b.put_u8(1);
+        b.put_u8(2);
         b.put_u16(self.status.as_u16());
         b.put_u64(millis(self.stored_at));
         b.put_u64(self.initial_age);
         b.put_u64(u64::try_from(self.fresh_for.as_millis()).unwrap_or(u64::MAX));
+        b.put_u64(u64::try_from(self.stale_for.as_millis()).unwrap_or(u64::MAX));
         b.put_u64(self.seq);
         put_str(&mut b, &self.primary);
         b.put_u16(self.tags.len() as u16);
@@ -268,14 +278,15 @@ impl Entry {
         fn string(b: &mut Bytes) -> Option<String> {
             String::from_utf8(bytes(b)?.to_vec()).ok()
         }
-        need(&b, 1 + 2 + 8 * 4)?;
-        if b.get_u8() != 1 {
+        need(&b, 1 + 2 + 8 * 5)?;
+        if b.get_u8() != 2 {
             return None;
         }
         let status = StatusCode::from_u16(b.get_u16()).ok()?;
         let stored_at = SystemTime::UNIX_EPOCH + Duration::from_millis(b.get_u64());
         let initial_age = b.get_u64();
         let fresh_for = Duration::from_millis(b.get_u64());
+        let stale_for = Duration::from_millis(b.get_u64());
         let seq = b.get_u64();
         let primary = string(&mut b)?.into_boxed_str();
         if !primary.starts_with("GET /") {
@@ -313,6 +324,7 @@ impl Entry {
             stored_at,
             initial_age,
             fresh_for,
+            stale_for,
             seq,
         })
     }
@@ -437,6 +449,8 @@ pub struct Pending {
     seq: u64,
     /// `false` for `HEAD`: its answer has no body to store.
     store: bool,
+    /// A stale entry that may stand in if the upstream fails (`stale-if-error`).
+    stale: Option<Arc<Entry>>,
     /// Held while this request is the one fetching its key: dropped when its answer is
     /// stored (or turns out not to be), waking the requests waiting for it.
     _fetching: Option<Fetching>,
@@ -573,7 +587,13 @@ impl ResponseCache {
             }
         };
         self.metrics.miss.increment(1);
+        let now = self.clock.system_time();
+        let stale = self
+            .memory
+            .get(&key)
+            .filter(|e| !e.stale_for.is_zero() && e.usable_on_error_at(now) && e.selects(headers));
         Lookup::Miss(Pending {
+            stale,
             key,
             primary: primary.into_boxed_str(),
             rule: rule.clone(),
@@ -584,16 +604,34 @@ impl ResponseCache {
         })
     }
 
-    /// The fresh entry of `key`, from memory, else from the shared tier.
+    /// The fresh entry of `key`, from memory, else from the shared tier. A stale one is
+    /// kept while it may still stand in for a failed upstream.
     async fn find(&self, key: &Arc<str>, now: SystemTime) -> Option<Arc<Entry>> {
         match self.memory.get(key) {
             Some(e) if e.fresh_at(now) => Some(e),
-            Some(_) => {
-                self.memory.invalidate(key);
+            Some(e) => {
+                if !e.usable_on_error_at(now) {
+                    self.memory.invalidate(key);
+                }
                 None
             }
             None => self.shared_get(key, now).await,
         }
+    }
+
+    /// The answer to send instead of a failed upstream's (its 5xx, or the gateway's 502 or
+    /// 504): the stale entry the miss found, while `stale-if-error` allows it.
+    pub fn fall_back(&self, pending: &Pending) -> Option<Response<Body>> {
+        let e = pending.stale.as_ref()?;
+        let now = self.clock.system_time();
+        if !e.usable_on_error_at(now) {
+            return None;
+        }
+        tracing::warn!(
+            key = %e.primary,
+            "the upstream failed; answered with a stale cached answer (stale-if-error)"
+        );
+        Some(self.respond(e, &pending.request_headers, !pending.store, now))
     }
 
     /// `Ok`: nobody was fetching `key`, and this request now is (until the guard drops).
@@ -740,6 +778,7 @@ impl ResponseCache {
             stored_at: now,
             initial_age: fresh.initial_age,
             fresh_for: fresh.fresh_for,
+            stale_for: fresh.stale_for,
             seq: pending.seq,
         };
         let key = pending.key;
@@ -772,7 +811,7 @@ impl ResponseCache {
         if self.store.shares_purges() {
             let store = self.store.clone();
             tokio::spawn(async move {
-                let ttl = entry.fresh_for.min(SHARED_TTL_CAP);
+                let ttl = (entry.fresh_for + entry.stale_for).min(SHARED_TTL_CAP);
                 let _ = store
                     .set(
                         &store.key("cache", &key),
@@ -947,7 +986,7 @@ impl moka::Expiry<Arc<str>, Arc<Entry>> for Expiry {
         e: &Arc<Entry>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(e.fresh_for)
+        Some(e.fresh_for + e.stale_for)
     }
 }
 
@@ -1248,6 +1287,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stale_entry_stands_in_for_a_failed_upstream_while_stale_if_error_allows() {
+        let (c, clock) = cache(false);
+        let r = rule(3600, &[]);
+        let h = HeaderMap::new();
+        let cc = [("cache-control", "max-age=10, stale-if-error=60")];
+        get(&c, &r, "/s", &h, "old", &cc).await;
+        get(
+            &c,
+            &r,
+            "/plain",
+            &h,
+            "old",
+            &[("cache-control", "max-age=10")],
+        )
+        .await;
+        clock.advance(Duration::from_secs(20));
+        let Lookup::Miss(p) = c
+            .lookup(&r, &Method::GET, &h, "/s", None, None, false)
+            .await
+        else {
+            panic!("stale: a miss")
+        };
+        let (head, body) = read(c.fall_back(&p).expect("a stand-in")).await;
+        assert_eq!(&body[..], b"old");
+        assert_eq!(head.headers()[&X_CACHE], "HIT");
+        assert_eq!(head.headers()[header::AGE], "20");
+        drop(p);
+        // Without stale-if-error, nothing stands in.
+        let Lookup::Miss(p) = c
+            .lookup(&r, &Method::GET, &h, "/plain", None, None, false)
+            .await
+        else {
+            panic!("stale: a miss")
+        };
+        assert!(c.fall_back(&p).is_none());
+        drop(p);
+        // Past freshness + stale-if-error, neither.
+        clock.advance(Duration::from_secs(60));
+        let Lookup::Miss(p) = c
+            .lookup(&r, &Method::GET, &h, "/s", None, None, false)
+            .await
+        else {
+            panic!("a miss")
+        };
+        assert!(c.fall_back(&p).is_none());
+    }
+
+    #[tokio::test]
     async fn vary_selects_the_variant() {
         let (c, _) = cache(false);
         let r = rule(30, &[]);
@@ -1364,6 +1451,7 @@ mod tests {
             stored_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
             initial_age: 4,
             fresh_for: Duration::from_millis(30_500),
+            stale_for: Duration::from_secs(60),
             seq: 42,
         };
         let d = Entry::decode(e.encode()).unwrap();
@@ -1386,13 +1474,13 @@ mod tests {
             )
         );
         assert_eq!(
-            (d.stored_at, d.initial_age, d.fresh_for, d.seq),
-            (e.stored_at, e.initial_age, e.fresh_for, e.seq)
+            (d.stored_at, d.initial_age, d.fresh_for, d.stale_for, d.seq),
+            (e.stored_at, e.initial_age, e.fresh_for, e.stale_for, e.seq)
         );
         let raw = e.encode();
         for cut in 0..raw.len() - e.body.len() {
             assert!(Entry::decode(raw.slice(..cut)).is_none(), "cut at {cut}");
         }
-        assert!(Entry::decode(Bytes::from_static(b"\x02garbage")).is_none());
+        assert!(Entry::decode(Bytes::from_static(b"\x03garbage")).is_none());
     }
 }

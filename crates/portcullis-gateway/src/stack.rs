@@ -852,6 +852,17 @@ impl Gateway {
             }
         }
         drop(step);
+        // The upstream failed (or answered 500, 502, 503 or 504): a stale entry that
+        // `stale-if-error` still allows answers instead.
+        if let Some(Lookup::Miss(pending)) = &lookup {
+            let failed = match &forwarded {
+                Ok(res) => matches!(res.status().as_u16(), 500 | 502 | 503 | 504),
+                Err(_) => true,
+            };
+            if failed && let Some(res) = self.cache.fall_back(pending) {
+                return (res, route);
+            }
+        }
         match forwarded {
             Ok(mut res) => {
                 // A route that caches authenticated answers per subject has opted in:

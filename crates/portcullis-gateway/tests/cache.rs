@@ -249,6 +249,35 @@ async fn a_cached_route_answers_hits_with_age_and_stores_nothing_it_must_not() {
     assert_eq!((r.status.as_u16(), x_cache(&r)), (200, "HIT"));
     assert_eq!(upstream_hits(&up, "/products/etag").await, 1);
 
+    // An upstream failing after the entry went stale: `stale-if-error` lets it stand in.
+    let cc = (
+        "x-upstream-set",
+        "cache-control: max-age=1, stale-if-error=60",
+    );
+    let fresh = get(&gw, "/products/flaky", &[cc]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get(&gw, "/products/flaky", &[("x-upstream-status", "503")]).await;
+    assert_eq!(
+        (r.status.as_u16(), x_cache(&r)),
+        (200, "HIT"),
+        "{}",
+        r.status
+    );
+    assert_eq!(filled_by(&r), filled_by(&fresh));
+    assert!(r.header("age").unwrap().parse::<u64>().unwrap() >= 1);
+    // Without the directive a failure is passed on.
+    let cc = ("x-upstream-set", "cache-control: max-age=1");
+    get(&gw, "/products/flaky2", &[cc]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = send(
+        "GET",
+        &gw.url("/products/flaky2"),
+        &[("x-upstream-status", "503")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 503);
+
     // Requests that could poison an entry bypass it, and reach the upstream.
     for (name, value) in [
         ("x-forwarded-host", "evil.example"),

@@ -41,6 +41,9 @@ pub struct Directives {
     pub max_age: Option<u64>,
     /// `s-maxage=N`, which replaces `max-age` in a shared cache.
     pub s_maxage: Option<u64>,
+    /// `stale-if-error=N` (RFC 5861): how long after it goes stale the answer may still
+    /// be served when the upstream fails.
+    pub stale_if_error: Option<u64>,
 }
 
 impl Directives {
@@ -83,6 +86,8 @@ impl Directives {
                     d.max_age = d.max_age.or(seconds().or(Some(0)));
                 } else if name.eq_ignore_ascii_case("s-maxage") {
                     d.s_maxage = d.s_maxage.or(seconds().or(Some(0)));
+                } else if name.eq_ignore_ascii_case("stale-if-error") {
+                    d.stale_if_error = d.stale_if_error.or(seconds().or(Some(0)));
                 }
             }
         }
@@ -165,7 +170,14 @@ pub struct Storable {
     /// Its age when received (seconds): the upstream's `Age`, or the time since its
     /// `Date` if that is larger.
     pub initial_age: u64,
+    /// How long after going stale it may stand in for a failed upstream
+    /// (`stale-if-error`, capped at [`STALE_IF_ERROR_CAP`]).
+    pub stale_for: Duration,
 }
+
+/// The longest a stale answer stands in for a failed upstream, whatever
+/// `stale-if-error` asks.
+pub const STALE_IF_ERROR_CAP: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a response is not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,6 +276,10 @@ pub fn storable(
         Some(left) if !left.is_zero() => Ok(Storable {
             fresh_for: left,
             initial_age,
+            stale_for: d
+                .stale_if_error
+                .map_or(Duration::ZERO, Duration::from_secs)
+                .min(STALE_IF_ERROR_CAP),
         }),
         _ => Err(NotStored::Stale),
     }
@@ -646,6 +662,33 @@ mod tests {
             Err(NotStored::Stale)
         );
         assert_eq!(current_age(10, now(), now() + Duration::from_secs(5)), 15);
+    }
+
+    #[test]
+    fn stale_if_error_is_kept_and_capped() {
+        let s = storable(
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=10, stale-if-error=60")]),
+            None,
+            false,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.fresh_for, s.stale_for),
+            (Duration::from_secs(10), Duration::from_secs(60))
+        );
+        let s = storable(StatusCode::OK, &h(&[]), TTL, false, now()).unwrap();
+        assert_eq!(s.stale_for, Duration::ZERO);
+        let s = storable(
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=10, stale-if-error=99999999")]),
+            None,
+            false,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(s.stale_for, STALE_IF_ERROR_CAP);
     }
 
     #[test]

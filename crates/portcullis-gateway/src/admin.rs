@@ -165,7 +165,17 @@ fn rate_limiting_off() -> Response {
 }
 
 fn store_down() -> Response {
-    let mut res = problem(Problem::new(ProblemKind::StoreUnavailable));
+    with_retry_after(problem(Problem::new(ProblemKind::StoreUnavailable)))
+}
+
+/// [`store_down`] saying why.
+fn store_down_because(detail: &'static str) -> Response {
+    with_retry_after(problem(
+        Problem::new(ProblemKind::StoreUnavailable).detail(detail),
+    ))
+}
+
+fn with_retry_after(mut res: Response) -> Response {
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res
@@ -511,40 +521,34 @@ async fn cache_purge(
         },
     };
     let what = serde_json::to_value(&purge).unwrap_or_default();
-    match s.cache.purge(purge).await {
-        Ok(removed) => {
-            audit(
-                &s,
-                &admin,
-                "cache.purge",
-                "cache",
-                &serde_json::Value::Null,
-                &what,
-            );
-            json_response(
-                StatusCode::OK,
-                json!({"purged": what, "removed_here": removed, "shared": true})
-                    .to_string()
-                    .into_bytes(),
-            )
-        }
-        Err(removed) => {
-            audit(
-                &s,
-                &admin,
-                "cache.purge",
-                "cache",
-                &serde_json::Value::Null,
-                &json!({"purge": what, "removed_here": removed, "shared": false}),
-            );
-            let mut res = problem(Problem::new(ProblemKind::StoreUnavailable).detail(
-                "the purge applied on this instance only: the shared store is unavailable; retry",
-            ));
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            res
-        }
+    let (removed, shared) = match s.cache.purge(purge).await {
+        Ok(n) => (n, true),
+        Err(n) => (n, false),
+    };
+    let new = if shared {
+        what.clone()
+    } else {
+        json!({"purge": what, "removed_here": removed, "shared": false})
+    };
+    audit(
+        &s,
+        &admin,
+        "cache.purge",
+        "cache",
+        &serde_json::Value::Null,
+        &new,
+    );
+    if !shared {
+        return store_down_because(
+            "the purge applied on this instance only: the shared store is unavailable; retry",
+        );
     }
+    json_response(
+        StatusCode::OK,
+        json!({"purged": what, "removed_here": removed, "shared": true})
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 async fn openapi() -> Response {

@@ -201,16 +201,19 @@ impl Entry {
     }
 
     fn fresh_at(&self, now: SystemTime) -> bool {
-        now.duration_since(self.stored_at)
-            .is_ok_and(|d| d < self.fresh_for)
-            || now < self.stored_at
+        self.younger_than(self.fresh_for, now)
     }
 
     /// Whether it may still stand in for a failed upstream (`stale-if-error`).
     fn usable_on_error_at(&self, now: SystemTime) -> bool {
+        self.younger_than(self.fresh_for + self.stale_for, now)
+    }
+
+    /// Whether less than `span` has passed since it was stored (a clock that went back
+    /// counts as none).
+    fn younger_than(&self, span: Duration, now: SystemTime) -> bool {
         now.duration_since(self.stored_at)
-            .is_ok_and(|d| d < self.fresh_for + self.stale_for)
-            || now < self.stored_at
+            .map_or(true, |d| d < span)
     }
 
     /// Bytes it holds, roughly.
@@ -562,8 +565,7 @@ impl ResponseCache {
         if !refresh {
             let now = self.clock.system_time();
             if let Some(e) = self.find(&key, now).await.filter(|e| e.selects(headers)) {
-                self.metrics.hit.increment(1);
-                return Lookup::Hit(self.respond(&e, headers, head, now));
+                return self.hit(&e, headers, head, now);
             }
         }
         // A miss: the first request for the key fetches it; the others wait (a while) for
@@ -580,8 +582,7 @@ impl ResponseCache {
                 let now = self.clock.system_time();
                 let stored = self.memory.get(&key);
                 if let Some(e) = stored.filter(|e| e.fresh_at(now) && e.selects(headers)) {
-                    self.metrics.hit.increment(1);
-                    return Lookup::Hit(self.respond(&e, headers, head, now));
+                    return self.hit(&e, headers, head, now);
                 }
                 None
             }
@@ -668,6 +669,11 @@ impl ResponseCache {
             let _ = tokio::time::timeout(COLLAPSE_WAIT, notified).await;
         }
         Err(())
+    }
+
+    fn hit(&self, e: &Entry, headers: &HeaderMap, head: bool, now: SystemTime) -> Lookup {
+        self.metrics.hit.increment(1);
+        Lookup::Hit(self.respond(e, headers, head, now))
     }
 
     fn bypass(&self) -> Lookup {

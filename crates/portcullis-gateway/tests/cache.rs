@@ -7,12 +7,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use portcullis_core::token::KeySet;
 use portcullis_testkit::TempDir;
-use portcullis_testkit::gateway::{GatewayCmd, GatewayProcess};
+use portcullis_testkit::gateway::{FAST_BREAKER_ENV, GatewayCmd, GatewayProcess};
 use portcullis_testkit::http::{Client, Reply};
 use portcullis_testkit::redis::RedisServer;
 use portcullis_testkit::upstream::Upstream;
@@ -77,35 +74,18 @@ fn gateway(s: &Setup, up: &Upstream, redis: Option<&RedisServer>) -> GatewayProc
         )
         .env("PORTCULLIS_AUTH_USERS_FILE", s.users_file.to_str().unwrap());
     if let Some(r) = redis {
-        cmd = cmd
-            .args(["--redis-url", &r.url()])
-            // Calls given time on a loaded machine; an outage here is a killed Redis,
-            // refused at once.
-            .env("PORTCULLIS_REDIS_COMMAND_TIMEOUT", "1s")
-            .env("PORTCULLIS_REDIS_BREAKER_SLOW_CALL", "750ms")
-            .env("PORTCULLIS_REDIS_BREAKER_MIN_CALLS", "2")
-            .env("PORTCULLIS_REDIS_BREAKER_OPEN_FOR", "300ms")
-            .env("PORTCULLIS_REDIS_BREAKER_MAX_OPEN_FOR", "1s");
+        cmd = cmd.args(["--redis-url", &r.url()]);
+        for (k, v) in FAST_BREAKER_ENV {
+            cmd = cmd.env(k, v);
+        }
     }
     cmd.start()
 }
 
 async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Value>) -> Reply {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Bytes::from(v.to_string())
-        }
-        None => Bytes::new(),
-    };
     Client::new()
-        .send(req.body(Full::new(body)).unwrap())
+        .send_json(method, url, headers, body.as_ref())
         .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
 
 async fn get(gw: &GatewayProcess, path: &str, headers: &[(&str, &str)]) -> Reply {

@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use portcullis_core::token::KeySet;
 use portcullis_testkit::TempDir;
 use portcullis_testkit::gateway::{GatewayCmd, GatewayProcess, log_files};
@@ -184,21 +181,7 @@ fn start(s: &Setup, up: &Upstream, redis: &RedisServer) -> GatewayProcess {
 }
 
 async fn send(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Reply {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Bytes::from(v.to_string())
-        }
-        None => Bytes::new(),
-    };
-    Client::new()
-        .send(req.body(Full::new(body)).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    Client::new().send_json(method, url, headers, body).await
 }
 
 fn expect(r: &Reply, status: u16, what: &str) {

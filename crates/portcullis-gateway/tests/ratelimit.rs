@@ -13,7 +13,7 @@ use portcullis_core::auth::username::canonicalize;
 use portcullis_core::auth::users::{Role, UsersFile};
 use portcullis_core::token::KeySet;
 use portcullis_testkit::TempDir;
-use portcullis_testkit::gateway::{GatewayCmd, GatewayProcess};
+use portcullis_testkit::gateway::{FAST_BREAKER_ENV, GatewayCmd, GatewayProcess};
 use portcullis_testkit::http::{Client, Reply};
 use portcullis_testkit::redis::RedisServer;
 use portcullis_testkit::upstream::Upstream;
@@ -55,20 +55,6 @@ fn setup(label: &str) -> Setup {
     }
 }
 
-/// Breaker settings that make an outage visible within a few requests.
-/// A breaker that opens and recovers fast, and Redis calls given time: these tests run
-/// side by side on a loaded machine, where a healthy Redis can take longer than the 50 ms
-/// default (an outage here is a killed Redis, refused at once, not a slow one).
-const FAST_BREAKER: &[(&str, &str)] = &[
-    ("PORTCULLIS_REDIS_COMMAND_TIMEOUT", "1s"),
-    ("PORTCULLIS_REDIS_BREAKER_SLOW_CALL", "750ms"),
-    ("PORTCULLIS_REDIS_BREAKER_MIN_CALLS", "2"),
-    ("PORTCULLIS_REDIS_BREAKER_WINDOW", "5s"),
-    ("PORTCULLIS_REDIS_BREAKER_OPEN_FOR", "300ms"),
-    ("PORTCULLIS_REDIS_BREAKER_MAX_OPEN_FOR", "1s"),
-    ("PORTCULLIS_REDIS_BREAKER_HALF_OPEN_PROBES", "1"),
-];
-
 fn gateway(
     s: &Setup,
     config: &str,
@@ -88,7 +74,7 @@ fn gateway(
         .env("PORTCULLIS_AUTH_USERS_FILE", s.users_file.to_str().unwrap());
     if let Some(r) = redis {
         cmd = cmd.args(["--redis-url", &r.url()]);
-        for (k, v) in FAST_BREAKER {
+        for (k, v) in FAST_BREAKER_ENV {
             cmd = cmd.env(k, v);
         }
     }
@@ -105,21 +91,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Reply {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Bytes::from(v.to_string())
-        }
-        None => Bytes::new(),
-    };
-    client
-        .send(req.body(Full::new(body)).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    client.send_json(method, url, headers, body.as_ref()).await
 }
 
 async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {

@@ -81,6 +81,34 @@ impl Client {
         })
     }
 
+    /// `method url` with `headers` and, when given, a JSON body (with its
+    /// `content-type`). Panics naming the request when no answer comes.
+    pub async fn send_json(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(body))
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        self.send(req)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    }
+
     /// `GET url`.
     pub async fn get(&self, url: &str) -> Result<Reply, String> {
         self.send(Request::get(url).body(Full::new(Bytes::new())).unwrap())

@@ -401,16 +401,7 @@ pub fn current_age(initial_age: u64, stored_at: SystemTime, now: SystemTime) -> 
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
+    use crate::test_headers as h;
 
     const NOW_SECS: u64 = 1_800_000_000;
 

@@ -497,16 +497,7 @@ mod tests {
 
     const OWN: &str = "https://app.example";
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_headers as headers;
 
     #[test]
     fn check_source_table() {

@@ -35,3 +35,16 @@ pub use request_id::{RequestId, RequestIdLayer};
 
 /// The error type of boxed bodies and services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A header map from `(name, value)` pairs, repeated names appended: for tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}

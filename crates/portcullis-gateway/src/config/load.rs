@@ -204,6 +204,46 @@ impl<'a> Loader<'a> {
         l
     }
 
+    /// The members of the table `[full]` in file order, each read by `entry`; a member
+    /// `entry` refuses, or a value that is no table, is an error naming it (`None` then
+    /// for the whole table).
+    fn map_entries<T>(
+        &mut self,
+        full: &str,
+        value: &'a DeValue<'a>,
+        origin: Origin,
+        text: &'a str,
+        path: &Arc<str>,
+        entry: impl Fn(&'a DeValue<'a>) -> Result<T, &'static str>,
+    ) -> Option<Vec<(String, T, Origin)>> {
+        let DeValue::Table(entries) = value else {
+            self.errors.push(ConfigError {
+                key: full.to_owned(),
+                origin: Some(origin),
+                message: format!("expected a table [{full}]"),
+            });
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut sorted: Vec<_> = entries.iter().collect();
+        sorted.sort_by_key(|(k, _)| k.span().start);
+        for (name, member) in sorted {
+            let origin = Origin::File {
+                path: path.clone(),
+                line: line_of(text, name.span().start),
+            };
+            match entry(member.get_ref()) {
+                Ok(v) => out.push((name.get_ref().to_string(), v, origin)),
+                Err(message) => self.errors.push(ConfigError {
+                    key: format!("{full}.{}", name.get_ref()),
+                    origin: Some(origin),
+                    message: message.into(),
+                }),
+            }
+        }
+        Some(out)
+    }
+
     fn collect_file(
         &mut self,
         table: &'a DeTable<'a>,
@@ -226,68 +266,20 @@ impl<'a> Loader<'a> {
             if let Some(def) = keys::find(self.defs, &full) {
                 self.file.insert(def.key, (v.get_ref(), origin));
             } else if let Some(map) = MAPS.iter().find(|m| m.key == full) {
-                match v.get_ref() {
-                    DeValue::Table(entries) => {
-                        let mut out = Vec::new();
-                        let mut sorted: Vec<_> = entries.iter().collect();
-                        sorted.sort_by_key(|(k, _)| k.span().start);
-                        for (name, entry) in sorted {
-                            let origin = Origin::File {
-                                path: path.clone(),
-                                line: line_of(text, name.span().start),
-                            };
-                            match entry.get_ref() {
-                                DeValue::Table(t) => {
-                                    out.push((name.get_ref().to_string(), t, origin))
-                                }
-                                _ => self.errors.push(ConfigError {
-                                    key: format!("{full}.{}", name.get_ref()),
-                                    origin: Some(origin),
-                                    message:
-                                        "expected a table such as { limit = 60, per = \"1m\" }"
-                                            .into(),
-                                }),
-                            }
-                        }
-                        self.maps.insert(map.key, out);
-                    }
-                    _ => self.errors.push(ConfigError {
-                        key: full.clone(),
-                        origin: Some(origin),
-                        message: format!("expected a table [{full}]"),
-                    }),
+                let out = self.map_entries(&full, v.get_ref(), origin, text, path, |e| match e {
+                    DeValue::Table(t) => Ok(t),
+                    _ => Err("expected a table such as { limit = 60, per = \"1m\" }"),
+                });
+                if let Some(out) = out {
+                    self.maps.insert(map.key, out);
                 }
             } else if let Some(map) = STRING_MAPS.iter().find(|m| m.key == full) {
-                match v.get_ref() {
-                    DeValue::Table(entries) => {
-                        let mut out = Vec::new();
-                        let mut sorted: Vec<_> = entries.iter().collect();
-                        sorted.sort_by_key(|(k, _)| k.span().start);
-                        for (name, entry) in sorted {
-                            let origin = Origin::File {
-                                path: path.clone(),
-                                line: line_of(text, name.span().start),
-                            };
-                            match entry.get_ref() {
-                                DeValue::String(value) => out.push((
-                                    name.get_ref().to_string(),
-                                    value.to_string(),
-                                    origin,
-                                )),
-                                _ => self.errors.push(ConfigError {
-                                    key: format!("{full}.{}", name.get_ref()),
-                                    origin: Some(origin),
-                                    message: "expected a string".into(),
-                                }),
-                            }
-                        }
-                        self.string_maps.insert(map.key, out);
-                    }
-                    _ => self.errors.push(ConfigError {
-                        key: full.clone(),
-                        origin: Some(origin),
-                        message: format!("expected a table [{full}]"),
-                    }),
+                let out = self.map_entries(&full, v.get_ref(), origin, text, path, |e| match e {
+                    DeValue::String(value) => Ok(value.to_string()),
+                    _ => Err("expected a string"),
+                });
+                if let Some(out) = out {
+                    self.string_maps.insert(map.key, out);
                 }
             } else if let Some(arr) = TABLE_ARRAYS.iter().find(|a| a.key == full) {
                 match v.get_ref() {
